@@ -51,6 +51,7 @@ typedef struct lm_model {
     lm_weight output;         /* [vocab, dim] */
     lm_layer *layers;
     lm_tokenizer *tokenizer; /* from the file when it holds one, else NULL */
+    char *tokenizer_error;   /* why the file's tokenizer could not be used, or NULL */
     /* ownership */
     lm_mapped_file map;
     lm_gguf *gguf;
@@ -62,6 +63,11 @@ typedef struct lm_model {
  * Weights stay in the mapping in their stored dtype. */
 lm_status lm_model_load(const char *path, lm_model **out);
 void lm_model_free(lm_model *m); /* accepts NULL */
+/* A model with freshly allocated f32 weights drawn from N(0, std^2) (norm weights 1), for
+ * benchmarks and tests. cfg must be complete (head_dim = dim / n_heads if 0). */
+lm_status lm_model_init_random(const lm_config *cfg, uint64_t seed, float std, lm_model **out);
+/* Human-readable one-line summary, e.g. for `lumen info`. */
+size_t lm_model_param_count(const lm_model *m);
 
 /* Per-sequence inference state: KV cache and activations. */
 typedef struct lm_state lm_state;
@@ -90,6 +96,34 @@ typedef struct lm_sampler {
 lm_status lm_sampler_init(lm_sampler *s, int vocab, float temperature, int top_k, float top_p, uint64_t seed);
 void lm_sampler_free(lm_sampler *s);
 int lm_sample(lm_sampler *s, float *logits); /* logits are modified */
+
+/* Generation: encode the prompt (with BOS), prefill it in one batch, then sample up to
+ * max_new_tokens, stopping early at EOS or at a generated BOS (which starts a new document in
+ * llama2.c-style models). Each token's text is passed to cb as it is decided: prompt tokens
+ * first (is_prompt = 1), then generated ones; cb returns non-zero to stop. */
+typedef int (*lm_token_cb)(void *ud, int token, const char *text, size_t len, int is_prompt);
+
+typedef struct lm_generate_opts {
+    int max_new_tokens;
+    float temperature;
+    int top_k;
+    float top_p;
+    uint64_t seed;
+    int ignore_eos; /* keep going past EOS/BOS */
+} lm_generate_opts;
+
+typedef struct lm_generate_result {
+    int n_prompt;       /* prompt tokens, BOS included */
+    int n_generated;
+    int stopped_at_eos;
+    double prefill_seconds, decode_seconds;
+    int32_t *tokens;    /* prompt + generated ids, malloc'd; free with lm_generate_result_free */
+    size_t n_tokens;
+} lm_generate_result;
+
+lm_status lm_generate(const lm_model *m, const lm_tokenizer *tok, const char *prompt, size_t prompt_len,
+                      const lm_generate_opts *opts, lm_token_cb cb, void *ud, lm_generate_result *res);
+void lm_generate_result_free(lm_generate_result *res);
 
 #ifdef __cplusplus
 }

@@ -40,7 +40,9 @@ typedef struct lm_weight {
 /* out[n, W.rows] = x[n, W.cols] @ W^T. f32 weights go straight to BLAS (sgemv when n == 1,
  * sgemm otherwise); other dtypes are converted a block of rows at a time into scratch
  * and multiplied there, so the whole matrix never exists as f32. */
-void lm_linear(float *out, const float *x, size_t n, const lm_weight *W);
+lm_status lm_linear(float *out, const float *x, size_t n, const lm_weight *W);
+/* Frees the calling thread's conversion scratch used by lm_linear. */
+void lm_tensor_release_scratch(void);
 
 /* Copies row r of an embedding table W[rows, cols] into out[cols] as f32. */
 void lm_embedding_row(float *out, const lm_weight *W, size_t r);

@@ -1,4 +1,5 @@
 /* alloc.c - overflow-checked allocation helpers. */
+#define _POSIX_C_SOURCE 200809L
 #include "lumen/base.h"
 
 #include <stdlib.h>

@@ -111,7 +111,8 @@ void lm_set_threads(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    openblas_set_num_threads(n);
+    /* BLAS runs single-threaded inside lumen's OpenMP slices (see lm_linear) */
+    openblas_set_num_threads(1);
 }
 
 int lm_get_threads(void) {

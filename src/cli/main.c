@@ -1,0 +1,207 @@
+/* main.c - `lumen <verb>`: dispatch and the helpers shared by the verbs. All logic is in liblumen. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cli_error(lm_status st) {
+    const char *msg = lm_errmsg();
+    fprintf(stderr, "lumen: error: %s\n", msg && *msg ? msg : lm_status_name(st));
+    return CLI_FAIL;
+}
+
+int cli_usage_error(const char *verb, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "lumen %s: ", verb);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see `lumen %s --help`)\n", verb);
+    return CLI_USAGE;
+}
+
+int cli_parse_int(const char *verb, const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        cli_usage_error(verb, "%s expects an integer in [%ld, %ld], got '%s'", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_float(const char *verb, const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        cli_usage_error(verb, "%s expects a number in [%g, %g], got '%s'", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_u64(const char *verb, const char *opt, const char *s, unsigned long long *out) {
+    char *end;
+    errno = 0;
+    if (*s == '-') {
+        cli_usage_error(verb, "%s expects a non-negative integer, got '%s'", opt, s);
+        return -1;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end) {
+        cli_usage_error(verb, "%s expects a non-negative integer, got '%s'", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int is_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char magic[4] = {0};
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && memcmp(magic, "GGUF", 4) == 0;
+}
+
+static lm_status load_tokenizer_file(const char *path, lm_tokenizer **out) {
+    if (is_gguf(path)) {
+        lm_gguf *g;
+        lm_status st = lm_gguf_open(path, &g);
+        if (st != LM_OK) return st;
+        st = lm_tokenizer_from_gguf(g, out);
+        lm_gguf_close(g);
+        return st;
+    }
+    return lm_tokenizer_load_llama2c(path, 0, out);
+}
+
+lm_status cli_load_tokenizer(const char *path, const char *tok_path, const lm_model *model, lm_tokenizer **owned,
+                             const lm_tokenizer **out) {
+    *owned = NULL;
+    *out = NULL;
+    if (tok_path) {
+        lm_status st = load_tokenizer_file(tok_path, owned);
+        if (st != LM_OK) return st;
+        *out = *owned;
+        return LM_OK;
+    }
+    if (model) {
+        if (model->tokenizer) {
+            *out = model->tokenizer;
+            return LM_OK;
+        }
+        if (model->tokenizer_error) return lm_fail(LM_ERR_UNSUPPORTED, "%s", model->tokenizer_error);
+        return lm_fail(LM_ERR_ARG, "%s: this model file holds no tokenizer; pass one with --tokenizer FILE", path);
+    }
+    lm_status st = load_tokenizer_file(path, owned);
+    if (st != LM_OK) return st;
+    *out = *owned;
+    return LM_OK;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "lumen %s - run, train and look inside transformer language models\n\n"
+            "usage: lumen <command> [options]\n\n"
+            "commands:\n"
+            "  info MODEL                 architecture, sizes, dtypes and parameter count\n"
+            "  tokenize MODEL TEXT        token ids and pieces of TEXT\n"
+            "  generate MODEL -p PROMPT   generate text\n\n"
+            "MODEL is a GGUF file or a llama2.c .bin checkpoint.\n"
+            "Run `lumen <command> --help` for a command's options.\n",
+            LUMEN_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    const char *verb = argv[1];
+    if (!strcmp(verb, "--help") || !strcmp(verb, "-h") || !strcmp(verb, "help")) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(verb, "--version")) {
+        printf("lumen %s\n", LUMEN_VERSION);
+        return CLI_OK;
+    }
+    int rc;
+    if (!strcmp(verb, "info")) rc = cmd_info(argc - 1, argv + 1);
+    else if (!strcmp(verb, "tokenize")) rc = cmd_tokenize(argc - 1, argv + 1);
+    else if (!strcmp(verb, "generate")) rc = cmd_generate(argc - 1, argv + 1);
+    else {
+        fprintf(stderr, "lumen: unknown command '%s'\n\n", verb);
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    lm_tensor_release_scratch();
+    return rc;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned char c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+    else return 0;
+    if (len > n) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+json_t *cli_json_text(const char *text, size_t len) {
+    /* JSON strings must be valid UTF-8: invalid bytes become U+FFFD */
+    char *buf = malloc(len * 3 + 1);
+    if (!buf) return NULL;
+    size_t o = 0;
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_seq(s + i, len - i);
+        if (k == 0) {
+            memcpy(buf + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(buf + o, s + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    json_t *j = json_stringn(buf, o);
+    free(buf);
+    return j;
+}
+
+int cli_print_json(json_t *j) {
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) {
+        fprintf(stderr, "lumen: error: could not build JSON output\n");
+        return CLI_FAIL;
+    }
+    printf("%s\n", s);
+    free(s);
+    return CLI_OK;
+}
