@@ -23,6 +23,9 @@ static lm_status want_matrix(loader *ld, const char *name, size_t rows, size_t c
     if (t->dtype >= LM_DTYPE_COUNT)
         return lm_fail(LM_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s, which lumen cannot compute with yet", ld->path,
                        name, lm_ggml_type_name(t->ggml_type));
+    if (t->dtype == LM_F32 && (uintptr_t)t->data % sizeof(float) != 0)
+        return lm_fail(LM_ERR_UNSUPPORTED, "%s: F32 tensor '%s' is not 4-byte aligned (general.alignment %zu)",
+                       ld->path, name, ld->g->alignment);
     *out = (lm_weight){t->dtype, rows, cols, t->data};
     ld->n_params += rows * cols;
     return LM_OK;
