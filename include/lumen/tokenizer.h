@@ -32,7 +32,8 @@ typedef struct lm_tokenizer lm_tokenizer;
  * (error if the file has fewer); vocab_size == 0 reads to the end of the file. */
 lm_status lm_tokenizer_load_llama2c(const char *path, int vocab_size, lm_tokenizer **out);
 /* The vocabulary stored in a GGUF file (tokenizer.ggml.model "llama": tokens, scores,
- * token_type, bos/eos/unk ids, add_space_prefix). `path` is only used in messages. */
+ * token_type, bos/eos/unk ids, add_space_prefix). Messages name g->file.path. The tokenizer
+ * copies what it needs: g may be closed afterwards. */
 lm_status lm_tokenizer_from_gguf(const lm_gguf *g, lm_tokenizer **out);
 void lm_tokenizer_free(lm_tokenizer *t); /* accepts NULL */
 
@@ -46,14 +47,18 @@ int lm_tokenizer_eos(const lm_tokenizer *t); /* -1 if none */
 lm_status lm_tokenizer_encode(const lm_tokenizer *t, const char *text, size_t len, int add_bos, int32_t **ids,
                               size_t *n_ids);
 
-/* The piece of one token as stored in the vocabulary (with "\xe2\x96\x81" for spaces in
- * SentencePiece vocabularies, "<0x0A>" for byte tokens). */
+/* The piece of one token in SentencePiece spelling: "\xe2\x96\x81" for spaces (also for
+ * llama2.c files, whose plain spaces are respelled so both sources agree), "<0x0A>" for byte
+ * tokens, control pieces as the file has them ("<s>" in GGUF, "\n<s>\n" in llama2.c).
+ * "" (len 0) for an id outside the vocabulary. */
 const char *lm_tokenizer_piece(const lm_tokenizer *t, int id, size_t *len);
 
-/* The bytes one token contributes to decoded text, given the previous token (SentencePiece
- * drops the dummy-prefix space of the first piece after BOS or at the start; byte tokens
- * become their byte; control tokens contribute nothing). Returns a pointer valid until the
- * tokenizer is freed, or into buf (at least 8 bytes) for byte tokens. */
+/* The bytes one token contributes to decoded text, given the previous token (prev -1 at the
+ * start): llama2.c's decode, except that control tokens contribute nothing. A leading space is
+ * dropped after BOS or at the start when the vocabulary adds a dummy prefix; byte tokens become
+ * their byte; control and unused tokens, and ids outside the vocabulary, give "" (len 0); an
+ * unknown token gives its piece ("<unk>"). Returns a pointer valid until the tokenizer is
+ * freed, or into buf (at least 8 bytes) for byte tokens. */
 const char *lm_tokenizer_token_text(const lm_tokenizer *t, int prev, int id, char *buf, size_t *len);
 
 /* Decodes ids to text; *text is malloc'd, NUL-terminated. Inverse of encode (without BOS). */

@@ -61,12 +61,13 @@ lm_status lm_load_llama2c(const char *path, lm_model **out) {
     if (!shared) n_floats += V * d;
     size_t expect = 28 + n_floats * sizeof(float);
     if (size != expect) {
-        lm_model_free(m);
-        return lm_fail(LM_ERR_FORMAT,
+        st = lm_fail(LM_ERR_FORMAT,
                        "%s: size mismatch: header (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, context %d) "
                        "implies %zu bytes, file has %zu",
                        path, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->seq_len,
                        expect, size);
+        lm_model_free(m);
+        return st;
     }
     m->layers = calloc(L, sizeof *m->layers);
     m->path = lm_strdup(path);
