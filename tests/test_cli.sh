@@ -66,7 +66,7 @@ expect_error 1 "context" "$LUMEN" generate "$M/stories260K.bin" --tokenizer "$M/
 # truncated and lying files, every format
 for f in stories260K.bin stories260K.gguf tok512.bin; do
   size=$(stat -c %s "$M/$f")
-  for cut in 0 3 20 100 $((size / 3)) $((size - 1)); do
+  for cut in 0 3 20 101 $((size / 3)) $((size - 1)); do
     head -c "$cut" "$M/$f" >"$TMP/cut_$f"
     case $f in
       tok512.bin) expect_error 1 "$TMP/cut_$f" "$LUMEN" tokenize "$TMP/cut_$f" "hello" ;;

@@ -1,0 +1,76 @@
+#!/bin/sh
+# crosscheck.sh - `make crosscheck`: regenerate the reference fixtures with PyTorch /
+# transformers and compare them with the committed ones, then run lumen's C tests.
+#
+# Creates a virtual environment at .venv in the repository root (gitignored) and
+# installs tools/requirements.txt into it. Installing torch from PyPI is large (it
+# brings CUDA wheels, several GB); lumen itself never needs Python.
+#
+# Environment: PYTHON (interpreter used to create .venv, default python3),
+# ASSETS (shared assets directory, default ../shared/assets).
+set -e
+
+cd "$(dirname "$0")/.."
+ASSETS=${ASSETS:-../shared/assets}
+if [ ! -d "$ASSETS/models" ]; then
+    echo "crosscheck: assets not found at $ASSETS (set ASSETS=DIR)" >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    "${PYTHON:-python3}" -m venv .venv
+fi
+echo "== installing tools/requirements.txt into .venv (torch is a large download the first time)"
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -r tools/requirements.txt
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/lumen-crosscheck.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT INT TERM
+
+echo "== regenerating fixtures into $TMP"
+.venv/bin/python tools/make_fixtures.py --assets "$ASSETS" --out "$TMP"
+
+echo "== comparing with tests/fixtures"
+.venv/bin/python - "$TMP" tests/fixtures <<'PY'
+import json, os, sys
+import numpy as np
+
+new_dir, old_dir = sys.argv[1], sys.argv[2]
+names = sorted(f[:-5] for f in os.listdir(new_dir) if f.endswith(".json"))
+if not names:
+    sys.exit("crosscheck: no fixtures were generated")
+bad = 0
+for n in names:
+    with open(os.path.join(new_dir, n + ".json")) as f:
+        new_meta = json.load(f)
+    try:
+        with open(os.path.join(old_dir, n + ".json")) as f:
+            old_meta = json.load(f)
+    except OSError:
+        print("%s: not committed in %s" % (n, old_dir))
+        bad += 1
+        continue
+    if new_meta["tokens"] != old_meta["tokens"] or new_meta["shape"] != old_meta["shape"]:
+        print("%s: tokens or shape differ from the committed fixture" % n)
+        bad += 1
+        continue
+    shape = tuple(old_meta["shape"])
+    a = np.fromfile(os.path.join(new_dir, n + ".f32"), dtype="<f4").astype(np.float64)
+    b = np.fromfile(os.path.join(old_dir, n + ".f32"), dtype="<f4").astype(np.float64)
+    if a.size != np.prod(shape) or b.size != np.prod(shape):
+        print("%s: size mismatch (%d, %d, expected %d)" % (n, a.size, b.size, np.prod(shape)))
+        bad += 1
+        continue
+    # Relative to the largest committed logit: element-wise relative error means
+    # nothing for logits near zero.
+    rel = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+    ok = rel < 1e-5
+    print("%s: %s max rel err %.2e (%s)" % (n, "x".join(map(str, shape)), rel, "ok" if ok else "FAIL"))
+    bad += not ok
+if bad:
+    sys.exit("crosscheck: %d fixture(s) differ" % bad)
+PY
+
+echo "== running the C test suite"
+make test
