@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+#include <math.h>
+
 #include "lumen/base.h"
 #include "lumen/model.h"
 
@@ -54,6 +57,24 @@ static lm_status run_once(const lm_model *m, lm_state *s, const int32_t *prompt,
     *t_prefill = t1 - t0;
     *t_decode = t3 - t2;
     return LM_OK;
+}
+
+/* Guards the numbers against a miscomputing BLAS kernel: 32 tokens as one batch (sgemm and
+ * BLAS attention) against one at a time (sgemv and direct attention); relative error of the
+ * last logits. */
+static double self_check(const lm_model *m, lm_state *s, const int32_t *prompt, float *a, float *b) {
+    enum { N = 32 };
+    lm_state_reset(s);
+    if (lm_forward(m, s, prompt, N, a, 0) != LM_OK) return INFINITY;
+    lm_state_reset(s);
+    for (int i = 0; i < N; i++)
+        if (lm_forward(m, s, prompt + i, 1, b, 0) != LM_OK) return INFINITY;
+    double num = 0, den = 0;
+    for (int i = 0; i < m->cfg.vocab_size; i++) {
+        num += (double)(a[i] - b[i]) * (a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / den);
 }
 
 int main(int argc, char **argv) {
@@ -117,8 +138,16 @@ int main(int argc, char **argv) {
         if (tp < best_p) best_p = tp;
         if (td < best_d) best_d = td;
     }
-    printf("{\"impl\": \"lumen\", \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"threads\": %d}\n",
-           PROMPT / best_p, NEW / best_d, lm_get_threads());
+    float *check = malloc((size_t)cfg.vocab_size * sizeof *check);
+    double err = check ? self_check(m, s, prompt, logits, check) : INFINITY;
+    free(check);
+    printf("{\"impl\": \"lumen\", \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"threads\": %d, "
+           "\"blas_core\": \"%s\", \"check_rel_err\": %.3g}\n",
+           PROMPT / best_p, NEW / best_d, lm_get_threads(), openblas_get_corename(), err);
+    if (!(err < 1e-4)) {
+        fprintf(stderr, "bench_llama: batched and token-by-token logits differ (rel err %g): numbers are void\n", err);
+        goto done;
+    }
     rc = 0;
     goto done;
 
