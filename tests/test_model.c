@@ -242,6 +242,36 @@ static void check_broken(const char *bin_path, const char *gguf_path) {
     unlink(tmp);
 }
 
+/* The separate-classifier variant: negative vocab in the header, classifier after the tables.
+ * Built from stories260K with its embedding as the classifier, it must generate the same text. */
+static void check_separate_classifier(const char *bin, const char *tok, const char *golden) {
+    char *data = NULL;
+    size_t n = 0;
+    if (lm_read_file(bin, &data, &n) != LM_OK) return;
+    size_t cls = 512 * 64 * sizeof(float);
+    char *big = malloc(n + cls);
+    memcpy(big, data, n);
+    memcpy(big + n, data + 28, cls); /* the embedding table */
+    int32_t v = -512;
+    memcpy(big + 20, &v, 4);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/separate_cls_%d.bin", check_tmpdir(), (int)getpid());
+    write_file(tmp, big, n + cls);
+    lm_model *m = NULL;
+    CHECKF(lm_model_load(tmp, &m) == LM_OK, "%s", lm_errmsg());
+    if (m) {
+        CHECK(!m->cfg.tied_embeddings && m->output.data != m->tok_embeddings.data);
+        lm_model_free(m);
+        check_golden(tmp, tok, golden);
+    }
+    /* the same file without its classifier is a size mismatch */
+    write_file(tmp, big, n);
+    CHECK(lm_model_load(tmp, &m) == LM_ERR_FORMAT && strstr(lm_errmsg(), "size mismatch"));
+    unlink(tmp);
+    free(big);
+    free(data);
+}
+
 int main(void) {
     lm_set_threads(2);
     char bin[4096], tok[4096], gguf[4096], golden[4096], tiny[4096];
@@ -271,6 +301,7 @@ int main(void) {
     check_fixture("models/llama-2-tiny-random/llama-2-tiny-random.gguf", "llama2_tiny_random_logits", 1e-4);
     check_fixture("models/stories260K/stories260K.gguf", "stories260k_logits", 1e-4);
     check_broken(bin, gguf);
+    check_separate_classifier(bin, tok, golden);
     lm_tensor_release_scratch();
     return check_result();
 }

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "check.h"
 #include "lumen/lumen.h"
 
@@ -288,11 +290,52 @@ static void test_sampler(void) {
     CHECK(lm_sampler_init(&s, 6, 1.0f, 0, 0.0f, 1) == LM_ERR_ARG);
 }
 
+/* Dequantisation against the gguf package's reference (tools/make_quant_fixture.py). */
+static void test_dequant_fixture(void) {
+    const char *fx = getenv("LUMEN_FIXTURES");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/quant_blocks.json", fx ? fx : "tests/fixtures");
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    CHECKF(j != NULL, "cannot read %s: %s", path, jerr.text);
+    if (!j) return;
+    const char *names[] = {"Q4_0", "Q8_0", "Q4_K"};
+    lm_dtype types[] = {LM_Q4_0, LM_Q8_0, LM_Q4_K};
+    for (int k = 0; k < 3; k++) {
+        json_t *e = json_object_get(j, names[k]);
+        const char *hex = json_string_value(json_object_get(e, "raw_hex"));
+        size_t n = (size_t)json_integer_value(json_object_get(e, "n"));
+        json_t *vals = json_object_get(e, "values");
+        CHECK(hex && n > 0 && json_array_size(vals) == n);
+        if (!hex || n == 0 || json_array_size(vals) != n) continue;
+        size_t nb = strlen(hex) / 2;
+        CHECK(nb == lm_dtype_row_bytes(types[k], n));
+        uint8_t *raw = malloc(nb);
+        float *out = malloc(n * sizeof(float));
+        for (size_t i = 0; i < nb; i++) {
+            unsigned v;
+            sscanf(hex + 2 * i, "%2x", &v);
+            raw[i] = (uint8_t)v;
+        }
+        lm_dequantize_row(types[k], raw, out, n);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            double ref = json_real_value(json_array_get(vals, i));
+            if (fabs(out[i] - ref) > 1e-6 * fmax(1.0, fabs(ref))) bad++;
+        }
+        CHECKF(bad == 0, "%s: %zu of %zu values differ from the gguf reference", names[k], bad, n);
+        free(raw);
+        free(out);
+    }
+    json_decref(j);
+}
+
 int main(void) {
     lm_set_threads(2);
     test_half_conversions();
     test_linear();
     test_q4();
+    test_dequant_fixture();
     test_norms_softmax();
     test_rope();
     test_attention();

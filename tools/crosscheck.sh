@@ -72,5 +72,9 @@ if bad:
     sys.exit("crosscheck: %d fixture(s) differ" % bad)
 PY
 
+echo "== regenerating the quantisation fixture (gguf's dequantisers) and comparing"
+.venv/bin/python tools/make_quant_fixture.py --out "$TMP/quant_blocks.json"
+cmp "$TMP/quant_blocks.json" tests/fixtures/quant_blocks.json && echo "quant_blocks: identical"
+
 echo "== running the C test suite"
 make test
