@@ -92,6 +92,100 @@ lm_status lm_gguf_get_str(const lm_gguf *g, const char *key, lm_gguf_str *out);
 double lm_gguf_arr_f64(const lm_gguf_kv *kv, uint64_t i);
 int64_t lm_gguf_arr_i64(const lm_gguf_kv *kv, uint64_t i);
 
+/* ---- safetensors ----------------------------------------------------------------------- */
+
+/* Element types of the safetensors format. */
+typedef enum lm_st_dtype {
+    LM_ST_BOOL = 0,
+    LM_ST_U8,
+    LM_ST_I8,
+    LM_ST_I16,
+    LM_ST_U16,
+    LM_ST_F16,
+    LM_ST_BF16,
+    LM_ST_I32,
+    LM_ST_U32,
+    LM_ST_F32,
+    LM_ST_F64,
+    LM_ST_I64,
+    LM_ST_U64,
+    LM_ST_F8_E4M3,
+    LM_ST_F8_E5M2,
+    LM_ST_DTYPE_COUNT
+} lm_st_dtype;
+
+const char *lm_st_dtype_name(lm_st_dtype t); /* "F32", "BF16", ... as in the file */
+size_t lm_st_dtype_size(lm_st_dtype t);
+/* The computable lumen dtype (F32, F16, BF16) or LM_DTYPE_COUNT. */
+lm_dtype lm_st_to_dtype(lm_st_dtype t);
+
+#define LM_ST_MAX_DIMS 8
+
+typedef struct lm_st_tensor {
+    char *name;
+    lm_st_dtype dtype;
+    int n_dims;                      /* 0 for a scalar */
+    uint64_t shape[LM_ST_MAX_DIMS];  /* row-major, shape[0] slowest */
+    uint64_t n_elements;
+    size_t nbytes;
+    const void *data;                /* into the mapping; may be unaligned only if the file is odd */
+} lm_st_tensor;
+
+typedef struct lm_safetensors {
+    lm_mapped_file file;
+    size_t n_tensors;
+    lm_st_tensor *tensors;
+    size_t n_meta;       /* the optional "__metadata__" string map */
+    char **meta_keys;
+    char **meta_values;
+} lm_safetensors;
+
+/* Opens and validates: 8-byte little-endian header length within the file, the header is a
+ * JSON object (parsed with jansson) of {name: {dtype, shape, data_offsets}} plus optional
+ * "__metadata__" (string values only); dtypes known; data_offsets inside the data section,
+ * begin <= end, end - begin == product(shape) * dtype size (overflow-checked); tensors do
+ * not overlap. Every message names the file and the tensor. */
+lm_status lm_safetensors_open(const char *path, lm_safetensors **out);
+void lm_safetensors_close(lm_safetensors *st); /* accepts NULL */
+const lm_st_tensor *lm_safetensors_find(const lm_safetensors *st, const char *name);
+const char *lm_safetensors_meta(const lm_safetensors *st, const char *key); /* NULL if absent */
+
+/* The weights of a Hugging Face model directory: model.safetensors, or the shards listed
+ * by model.safetensors.index.json ("weight_map": tensor -> file). A tensor name present in
+ * two shards, a missing shard file, or a weight_map entry whose shard lacks it is an error. */
+typedef struct lm_st_set {
+    size_t n_files;
+    lm_safetensors **files;
+} lm_st_set;
+lm_status lm_st_set_open_dir(const char *dir, lm_st_set **out);
+void lm_st_set_close(lm_st_set *set); /* accepts NULL */
+const lm_st_tensor *lm_st_set_find(const lm_st_set *set, const char *name, const lm_safetensors **file);
+
+/* Writing. A spec describes one tensor; data may be NULL for the streaming writer. */
+typedef struct lm_st_spec {
+    const char *name;
+    lm_st_dtype dtype;
+    int n_dims;
+    uint64_t shape[LM_ST_MAX_DIMS];
+    const void *data;
+} lm_st_spec;
+
+/* Writes a whole file atomically (temp + fsync + rename). meta: n_meta key/value pairs
+ * (meta[2i], meta[2i+1]) for "__metadata__", may be NULL. Tensors are laid out in the given
+ * order; the header is padded with spaces to a multiple of 8 bytes, as the reference does. */
+lm_status lm_safetensors_write(const char *path, const lm_st_spec *specs, size_t n, const char *const *meta,
+                               size_t n_meta);
+
+/* Streaming writer for files too large to hold: the header is written from the specs first,
+ * then the data of each tensor in spec order through any number of write calls. commit checks
+ * that exactly the declared bytes were written, then fsyncs and renames into place. */
+typedef struct lm_st_writer lm_st_writer;
+lm_status lm_st_writer_open(lm_st_writer **out, const char *path, const lm_st_spec *specs, size_t n,
+                            const char *const *meta, size_t n_meta);
+lm_status lm_st_writer_write(lm_st_writer *w, const void *data, size_t nbytes);
+lm_status lm_st_writer_commit(lm_st_writer *w); /* frees w */
+void lm_st_writer_abort(lm_st_writer *w);       /* removes the temporary file, frees w; accepts NULL */
+
 #ifdef __cplusplus
 }
 #endif
