@@ -1,6 +1,9 @@
 #!/bin/sh
 # crosscheck.sh - `make crosscheck`: regenerate the reference fixtures with PyTorch /
 # transformers and compare them with the committed ones, then run lumen's C tests.
+# Covers tools/make_fixtures.py (GGUF logits), tools/make_quant_fixture.py and
+# tools/make_hf_fixtures.py (tests/fixtures/hf: checkpoints byte for byte,
+# expectations within 1e-5 of the largest committed value of each tensor).
 #
 # Creates a virtual environment at .venv in the repository root (gitignored) and
 # installs tools/requirements.txt into it. Installing torch from PyPI is large (it
@@ -75,6 +78,66 @@ PY
 echo "== regenerating the quantisation fixture (gguf's dequantisers) and comparing"
 .venv/bin/python tools/make_quant_fixture.py --out "$TMP/quant_blocks.json"
 cmp "$TMP/quant_blocks.json" tests/fixtures/quant_blocks.json && echo "quant_blocks: identical"
+
+echo "== regenerating the Hugging Face fixtures (tools/make_hf_fixtures.py) and comparing"
+.venv/bin/python tools/make_hf_fixtures.py --assets "$ASSETS" --out "$TMP/hf"
+.venv/bin/python - "$TMP/hf" tests/fixtures/hf <<'PY'
+import filecmp, os, sys
+import numpy as np
+from safetensors.numpy import load_file
+
+new_dir, old_dir = sys.argv[1], sys.argv[2]
+bad = 0
+# Checkpoints: weights come from numpy's PCG64 generator, so every file
+# (config.json, *.safetensors, index) must be byte-identical.
+ckpts = sorted(d for d in os.listdir(new_dir) if os.path.isdir(os.path.join(new_dir, d)))
+for d in ckpts:
+    for f in sorted(os.listdir(os.path.join(new_dir, d))):
+        a, b = os.path.join(new_dir, d, f), os.path.join(old_dir, d, f)
+        same = os.path.isfile(b) and filecmp.cmp(a, b, shallow=False)
+        print("%s/%s: %s" % (d, f, "identical" if same else "FAIL (differs or not committed)"))
+        bad += not same
+# Expectations: computed in float32 by torch, which may round differently on
+# another machine; compare each tensor relative to its largest committed value.
+exps = sorted(f for f in os.listdir(new_dir) if f.endswith(".expect.safetensors"))
+if not exps or not ckpts:
+    sys.exit("crosscheck: no Hugging Face fixtures were generated")
+for f in exps:
+    try:
+        old = load_file(os.path.join(old_dir, f))
+    except Exception as e:
+        print("%s: cannot read the committed file (%s)" % (f, e))
+        bad += 1
+        continue
+    new = load_file(os.path.join(new_dir, f))
+    if sorted(new) != sorted(old):
+        print("%s: tensor names differ: %s" % (f, sorted(set(new) ^ set(old))))
+        bad += 1
+        continue
+    worst, worst_name, fails = 0.0, "", 0
+    for k in sorted(new):
+        a, b = new[k], old[k]
+        if a.dtype != b.dtype or a.shape != b.shape:
+            print("%s: %s is %s %s, committed %s %s" % (f, k, a.dtype, a.shape, b.dtype, b.shape))
+            fails += 1
+            continue
+        if a.dtype.kind in "iu":
+            if not np.array_equal(a, b):
+                print("%s: %s differs" % (f, k))
+                fails += 1
+            continue
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        rel = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+        if rel >= 1e-5:
+            print("%s: %s max rel err %.2e (FAIL)" % (f, k, rel))
+            fails += 1
+        if rel >= worst:
+            worst, worst_name = rel, k
+    print("%s: %d tensors, worst max rel err %.2e (%s) (%s)" % (f, len(new), worst, worst_name, "ok" if not fails else "FAIL"))
+    bad += fails > 0
+if bad:
+    sys.exit("crosscheck: %d Hugging Face fixture file(s) differ" % bad)
+PY
 
 echo "== running the C test suite"
 make test

@@ -13,9 +13,20 @@ extern "C" {
 #endif
 
 typedef enum lm_arch { LM_ARCH_LLAMA = 0, LM_ARCH_GPT2 = 1 } lm_arch;
+typedef enum lm_norm_kind { LM_NORM_RMS = 0, LM_NORM_LAYER = 1 } lm_norm_kind;
+typedef enum lm_act_kind { LM_ACT_SWIGLU = 0, LM_ACT_GELU_TANH = 1 } lm_act_kind;
+typedef enum lm_rope_scaling_kind { LM_ROPE_SCALING_NONE = 0, LM_ROPE_SCALING_LLAMA3, LM_ROPE_SCALING_LINEAR } lm_rope_scaling_kind;
+
+typedef struct lm_rope_scaling {
+    lm_rope_scaling_kind kind;
+    float factor;
+    float low_freq_factor, high_freq_factor; /* llama3 */
+    int original_max_positions;              /* llama3 */
+} lm_rope_scaling;
 
 typedef struct lm_config {
     lm_arch arch;
+    char family[16];      /* "llama", "mistral", "qwen2", "gpt2" (as config.json's model_type) */
     int dim;
     int hidden_dim;
     int n_layers;
@@ -23,39 +34,51 @@ typedef struct lm_config {
     int n_kv_heads;
     int head_dim;
     int vocab_size;
-    int seq_len; /* maximum context */
+    int seq_len;          /* maximum context (learned positions: the table's size) */
     float norm_eps;
+    lm_norm_kind norm;
+    lm_act_kind act;
+    int learned_pos;      /* GPT-2: learned position embeddings, no RoPE */
     float rope_theta;
     lm_rope_style rope_style;
-    int tied_embeddings; /* output head shares the embedding matrix */
+    lm_rope_scaling rope_scaling;
+    int tied_embeddings;  /* output head shares the embedding matrix */
 } lm_config;
 
+/* One block. Norm biases and linear biases are NULL where the family has none. */
 typedef struct lm_layer {
-    const float *attn_norm; /* [dim] */
-    const float *ffn_norm;  /* [dim] */
+    const float *attn_norm, *attn_norm_b; /* [dim] */
+    const float *ffn_norm, *ffn_norm_b;   /* [dim] */
     lm_weight wq;           /* [n_heads*head_dim, dim] */
     lm_weight wk;           /* [n_kv_heads*head_dim, dim] */
     lm_weight wv;           /* [n_kv_heads*head_dim, dim] */
     lm_weight wo;           /* [dim, n_heads*head_dim] */
-    lm_weight w_gate;       /* [hidden, dim] (w1) */
-    lm_weight w_up;         /* [hidden, dim] (w3) */
-    lm_weight w_down;       /* [dim, hidden] (w2) */
+    const float *bq, *bk, *bv, *bo;
+    lm_weight w_gate;       /* [hidden, dim] (w1); unused without SwiGLU */
+    lm_weight w_up;         /* [hidden, dim] (w3; GPT-2's c_fc) */
+    lm_weight w_down;       /* [dim, hidden] (w2; GPT-2's mlp c_proj) */
+    const float *b_up, *b_down;
 } lm_layer;
 
 typedef struct lm_model {
     lm_config cfg;
     char *path;
-    char *format;          /* "llama2c", "gguf" */
+    char *format;             /* "llama2c", "gguf", "hf", "random" */
     lm_weight tok_embeddings; /* [vocab, dim] */
-    const float *final_norm;  /* [dim] */
+    lm_weight pos_embeddings; /* [seq_len, dim] when cfg.learned_pos */
+    const float *final_norm, *final_norm_b; /* [dim] */
     lm_weight output;         /* [vocab, dim] */
     lm_layer *layers;
-    lm_tokenizer *tokenizer; /* from the file when it holds one, else NULL */
-    char *tokenizer_error;   /* why the file's tokenizer could not be used, or NULL */
+    float *inv_freq;          /* [head_dim/2] RoPE frequencies, scaling applied */
+    lm_tokenizer *tokenizer;  /* from the file/directory when it holds one, else NULL */
+    char *tokenizer_error;    /* why the file's tokenizer could not be used, or NULL */
     /* ownership */
     lm_mapped_file map;
     lm_gguf *gguf;
-    void *owned;            /* f32 copies made at load (norm vectors stored as F16, ...) */
+    lm_st_set *st;
+    void *owned;              /* f32 copies made at load (norm vectors stored as F16, ...) */
+    void **owned_bufs;        /* further buffers owned by the model */
+    size_t n_owned_bufs;
     size_t n_params;
 } lm_model;
 
@@ -69,10 +92,19 @@ lm_status lm_model_init_random(const lm_config *cfg, uint64_t seed, float std, l
 /* Human-readable one-line summary, e.g. for `lumen info`. */
 size_t lm_model_param_count(const lm_model *m);
 
-/* Per-sequence inference state: KV cache and activations. */
+/* Saves m as a Hugging Face directory (config.json, model.safetensors, and tokenizer.json when
+ * tok is given and can be written), each file atomically. Weights keep their dtype (F32, F16,
+ * BF16); quantised ones are written as F32. Interleaved-RoPE checkpoints (llama2.c, GGUF) get
+ * their Q/K rows permuted to the rotate-half layout transformers expects. */
+lm_status lm_model_save_hf(const lm_model *m, const lm_tokenizer *tok, const char *dir);
+
+/* Inference state: KV cache (one per sequence of a batch), activations, hooks. */
 typedef struct lm_state lm_state;
-/* max_ctx <= 0 uses the model's seq_len; max_batch is the most tokens one forward call takes. */
+/* One sequence. max_ctx <= 0 uses the model's seq_len; max_batch is the most tokens one
+ * forward call takes (longer inputs are processed in chunks). */
 lm_status lm_state_new(const lm_model *m, int max_ctx, int max_batch, lm_state **out);
+/* Up to max_seqs sequences of equal length per call (lm_forward_batch), max_tokens in all. */
+lm_status lm_state_new_batch(const lm_model *m, int max_ctx, int max_tokens, int max_seqs, lm_state **out);
 void lm_state_free(lm_state *s);
 void lm_state_reset(lm_state *s);
 int lm_state_pos(const lm_state *s);
@@ -81,6 +113,94 @@ int lm_state_pos(const lm_state *s);
  * it receives the logits: of every token ([n, vocab]) if all_logits, else of the last ([vocab]).
  * LM_ERR_RANGE if the context would overflow, LM_ERR_ARG for an id outside the vocabulary. */
 lm_status lm_forward(const lm_model *m, lm_state *s, const int32_t *tokens, int n, float *logits, int all_logits);
+
+/* n_seq sequences of n_tok tokens each (tokens[n_seq * n_tok], row-major), all at the state's
+ * current position, appended to each sequence's cache. logits: [n_seq, n_tok, vocab] if
+ * all_logits, else [n_seq, vocab] (last position of each). */
+lm_status lm_forward_batch(const lm_model *m, lm_state *s, const int32_t *tokens, int n_seq, int n_tok,
+                           float *logits, int all_logits);
+
+/* ---- hook points (TransformerLens names) ---------------------------------------------- */
+typedef enum lm_hook_point {
+    LM_HOOK_EMBED = 0,   /* hook_embed: token embeddings */
+    LM_HOOK_POS_EMBED,   /* hook_pos_embed: learned position embeddings (GPT-2) */
+    LM_HOOK_RESID_PRE,   /* blocks.L.hook_resid_pre */
+    LM_HOOK_ATTN_OUT,    /* blocks.L.hook_attn_out: attention output as added to the residual */
+    LM_HOOK_RESID_MID,   /* blocks.L.hook_resid_mid */
+    LM_HOOK_MLP_OUT,     /* blocks.L.hook_mlp_out */
+    LM_HOOK_RESID_POST,  /* blocks.L.hook_resid_post */
+    LM_HOOK_LN_FINAL,    /* ln_final.hook_normalized: the final norm's output */
+    LM_HOOK_POINT_COUNT
+} lm_hook_point;
+
+typedef struct lm_hook_info {
+    const char *name;   /* the name it was registered under */
+    lm_hook_point point;
+    int layer;          /* -1 for hook_embed, hook_pos_embed, ln_final */
+    int n_seq, n_tok;   /* the activation is [n_seq * n_tok, d], row-major */
+    int d;
+    int pos0;           /* position of the first token of each sequence */
+    const int32_t *tokens; /* [n_seq * n_tok] */
+} lm_hook_info;
+
+/* Called during the forward with the activation, which the hook may read or modify in place
+ * (the forward continues with what it leaves there). A non-OK return aborts the forward. */
+typedef lm_status (*lm_hook_fn)(void *ud, const lm_hook_info *info, float *act);
+
+/* Parses a TransformerLens name ("blocks.3.hook_resid_post", "hook_embed", ...) for model m. */
+lm_status lm_hook_parse(const lm_model *m, const char *name, lm_hook_point *point, int *layer);
+/* Registers fn at the named point; hooks at one point run in registration order. With no hooks
+ * registered the forward does no extra work. */
+lm_status lm_state_add_hook(lm_state *s, const char *name, lm_hook_fn fn, void *ud);
+void lm_state_clear_hooks(lm_state *s);
+
+/* ---- corpora, scoring, harvesting ------------------------------------------------------ */
+
+/* Reads a text file and tokenizes it (BOS first when add_bos and the tokenizer has one),
+ * keeping at most max_tokens (0 = all). *ids is malloc'd. */
+lm_status lm_tokenize_file(const lm_tokenizer *tok, const char *path, int add_bos, size_t max_tokens, int32_t **ids,
+                           size_t *n_ids);
+
+/* Called after each batch with tokens done so far and the total; returns non-zero to stop. */
+typedef int (*lm_progress_cb)(void *ud, size_t done, size_t total);
+
+/* Mean next-token cross-entropy over ids cut into consecutive, non-overlapping windows of ctx
+ * tokens (a shorter last window is scored too): within a window every token after the first is
+ * predicted from those before it in the window, so a window of n tokens gives n - 1
+ * predictions. batch windows run together. */
+typedef struct lm_eval_result {
+    double mean_ce;      /* nats per predicted token */
+    double perplexity;   /* exp(mean_ce) */
+    size_t n_predicted;
+    size_t n_windows;
+    double seconds;
+} lm_eval_result;
+lm_status lm_eval_ce(const lm_model *m, const int32_t *ids, size_t n, int ctx, int batch, lm_progress_cb cb, void *ud,
+                     lm_eval_result *res);
+
+/* Activation harvesting: runs ids through the model in consecutive windows of ctx tokens
+ * (the same windows as lm_eval_ce; a shorter last window included) and writes, for every
+ * token, the activation at each hook as safetensors shards in out_dir:
+ *   shard_NNNNN.safetensors: one F32 tensor [tokens, d] per hook (named as the hook), "tokens"
+ *   I32 [tokens] (the ids) and "positions" I32 [tokens] (the position inside its window);
+ *   manifest.json: what was run and which shards are complete, rewritten atomically after
+ *   each shard. Running the same job again skips the shards already written (resume); a
+ *   directory holding a different job is an error. */
+typedef struct lm_harvest_opts {
+    const char *const *hooks;
+    int n_hooks;
+    int ctx;              /* window length; <= 0: the model's context */
+    int batch;            /* windows per forward call */
+    size_t shard_tokens;  /* tokens per shard (rounded to whole windows); 0: 32768 */
+    const char *model_name;  /* recorded in the manifest */
+    const char *source_name; /* the text file, recorded in the manifest */
+} lm_harvest_opts;
+typedef struct lm_harvest_result {
+    size_t n_tokens, n_shards, n_shards_skipped;
+    double seconds;
+} lm_harvest_result;
+lm_status lm_harvest(const lm_model *m, const int32_t *ids, size_t n, const lm_harvest_opts *o, const char *out_dir,
+                     lm_progress_cb cb, void *ud, lm_harvest_result *res);
 
 /* Sampling. temperature 0 = greedy argmax; top_k <= 0 disables; top_p >= 1 disables. */
 typedef struct lm_sampler {

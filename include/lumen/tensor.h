@@ -52,12 +52,15 @@ void lm_rmsnorm(float *out, const float *x, const float *w, size_t n, size_t d, 
 /* LayerNorm with weight and bias (b may be NULL). out may alias x. */
 void lm_layernorm(float *out, const float *x, const float *w, const float *b, size_t n, size_t d, float eps);
 
-/* Rotary embedding on x[n_tok, n_heads, head_dim] at positions pos0 .. pos0+n_tok-1.
+/* Rotary embedding on x[n_tok, n_heads, head_dim] at positions pos0 .. pos0+n_tok-1, with
+ * inv_freq[head_dim/2] the rotation frequency of each pair (see lm_rope_inv_freq).
  * INTERLEAVED rotates pairs (2i, 2i+1) (llama2.c, GGUF llama); HALF rotates (i, i+d/2)
- * (Hugging Face rotate_half). rot_dim <= head_dim dims are rotated. */
+ * (Hugging Face rotate_half). */
 typedef enum lm_rope_style { LM_ROPE_INTERLEAVED = 0, LM_ROPE_HALF = 1 } lm_rope_style;
-void lm_rope(float *x, size_t n_tok, size_t n_heads, size_t head_dim, size_t pos0, float theta,
+void lm_rope(float *x, size_t n_tok, size_t n_heads, size_t head_dim, size_t pos0, const float *inv_freq,
              lm_rope_style style);
+/* The plain frequencies theta^(-2i/head_dim), computed in float as llama2.c does. */
+void lm_rope_inv_freq(float *inv_freq, size_t head_dim, float theta);
 
 /* In-place softmax over each of n rows of length d. */
 void lm_softmax(float *x, size_t n, size_t d);

@@ -1,4 +1,5 @@
 /* main.c - `lumen <verb>`: dispatch and the helpers shared by the verbs. All logic is in liblumen. */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -6,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -65,26 +67,7 @@ int cli_parse_u64(const char *verb, const char *opt, const char *s, unsigned lon
     return 0;
 }
 
-static int is_gguf(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    char magic[4] = {0};
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    return n == 4 && memcmp(magic, "GGUF", 4) == 0;
-}
-
-static lm_status load_tokenizer_file(const char *path, lm_tokenizer **out) {
-    if (is_gguf(path)) {
-        lm_gguf *g;
-        lm_status st = lm_gguf_open(path, &g);
-        if (st != LM_OK) return st;
-        st = lm_tokenizer_from_gguf(g, out);
-        lm_gguf_close(g);
-        return st;
-    }
-    return lm_tokenizer_load_llama2c(path, 0, out);
-}
+static lm_status load_tokenizer_file(const char *path, lm_tokenizer **out) { return lm_tokenizer_load(path, out); }
 
 lm_status cli_load_tokenizer(const char *path, const char *tok_path, const lm_model *model, lm_tokenizer **owned,
                              const lm_tokenizer **out) {
@@ -117,8 +100,13 @@ static void usage(FILE *f) {
             "commands:\n"
             "  info MODEL                 architecture, sizes, dtypes and parameter count\n"
             "  tokenize MODEL TEXT        token ids and pieces of TEXT\n"
-            "  generate MODEL -p PROMPT   generate text\n\n"
-            "MODEL is a GGUF file or a llama2.c .bin checkpoint.\n"
+            "  generate MODEL -p PROMPT   generate text\n"
+            "  eval MODEL FILE            cross-entropy and perplexity over a text file\n"
+            "  convert MODEL -o DIR       save MODEL as a Hugging Face directory\n"
+            "  activations MODEL FILE --hook NAME -o DIR\n"
+            "                             write activations at hook points as safetensors shards\n\n"
+            "MODEL is a Hugging Face directory (config.json + safetensors), a GGUF file or a\n"
+            "llama2.c .bin checkpoint.\n"
             "Run `lumen <command> --help` for a command's options.\n",
             LUMEN_VERSION);
 }
@@ -141,6 +129,9 @@ int main(int argc, char **argv) {
     if (!strcmp(verb, "info")) rc = cmd_info(argc - 1, argv + 1);
     else if (!strcmp(verb, "tokenize")) rc = cmd_tokenize(argc - 1, argv + 1);
     else if (!strcmp(verb, "generate")) rc = cmd_generate(argc - 1, argv + 1);
+    else if (!strcmp(verb, "eval")) rc = cmd_eval(argc - 1, argv + 1);
+    else if (!strcmp(verb, "convert")) rc = cmd_convert(argc - 1, argv + 1);
+    else if (!strcmp(verb, "activations")) rc = cmd_activations(argc - 1, argv + 1);
     else {
         fprintf(stderr, "lumen: unknown command '%s'\n\n", verb);
         usage(stderr);
@@ -204,4 +195,11 @@ int cli_print_json(json_t *j) {
     printf("%s\n", s);
     free(s);
     return CLI_OK;
+}
+
+int cli_progress_cb(void *ud, size_t done, size_t total) {
+    lm_progress *p = ud;
+    p->total = (double)total;
+    lm_progress_update(p, (double)done);
+    return 0;
 }

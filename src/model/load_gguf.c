@@ -80,6 +80,7 @@ static lm_status load_llama(loader *ld, lm_model *m) {
     lm_status st;
     int rope_dims = 0;
     c->arch = LM_ARCH_LLAMA;
+    snprintf(c->family, sizeof c->family, "llama");
     c->rope_style = LM_ROPE_INTERLEAVED; /* llama.cpp's converter permutes Q/K for interleaved pairs */
     if ((st = get_int(ld, "llama.embedding_length", -1, &c->dim)) != LM_OK) return st;
     if ((st = get_int(ld, "llama.block_count", -1, &c->n_layers)) != LM_OK) return st;
@@ -186,6 +187,10 @@ lm_status lm_load_gguf_model(const char *path, lm_model **out) {
         return st;
     }
     m->n_params = ld.n_params;
+    if ((st = lm_model_finish(m)) != LM_OK) {
+        lm_model_free(m);
+        return st;
+    }
     *out = m;
     return LM_OK;
 }

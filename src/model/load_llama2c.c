@@ -1,5 +1,6 @@
 /* load_llama2c.c - llama2.c checkpoints: a 7 x int32 header, then f32 weights in a fixed order.
  * A negative vocab_size in the header means the classifier is stored separately. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,7 @@ lm_status lm_load_llama2c(const char *path, lm_model **out) {
     memcpy(h, data, sizeof h);
     lm_config *c = &m->cfg;
     c->arch = LM_ARCH_LLAMA;
+    snprintf(c->family, sizeof c->family, "llama");
     c->dim = h[0];
     c->hidden_dim = h[1];
     c->n_layers = h[2];
@@ -92,6 +94,10 @@ lm_status lm_load_llama2c(const char *path, lm_model **out) {
     off += S * hd * sizeof(float); /* the legacy freq_cis_real/imag tables: RoPE is recomputed */
     m->output = shared ? m->tok_embeddings : take(data, &off, V, d);
     m->n_params = n_floats - S * hd;
+    if ((st = lm_model_finish(m)) != LM_OK) {
+        lm_model_free(m);
+        return st;
+    }
     *out = m;
     return LM_OK;
 }

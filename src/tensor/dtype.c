@@ -42,10 +42,20 @@ void lm_dequantize_row(lm_dtype t, const void *src, float *dst, size_t n) {
     switch (t) {
     case LM_F32: memcpy(dst, src, n * 4); break;
     case LM_F16:
+#ifdef __F16C__
+        if (((uintptr_t)src & 1) == 0) {
+            const _Float16 *h = src;
+            for (size_t i = 0; i < n; i++) dst[i] = (float)h[i];
+            break;
+        }
+#endif
         for (size_t i = 0; i < n; i++) dst[i] = lm_f16_to_f32(rd16(p + 2 * i));
         break;
     case LM_BF16:
-        for (size_t i = 0; i < n; i++) dst[i] = lm_bf16_to_f32(rd16(p + 2 * i));
+        for (size_t i = 0; i < n; i++) {
+            uint32_t bits = (uint32_t)rd16(p + 2 * i) << 16;
+            memcpy(&dst[i], &bits, 4);
+        }
         break;
     case LM_Q8_0:
         for (size_t b = 0; b < n / 32; b++, p += 34) {

@@ -38,6 +38,31 @@ static inline float dot(const float *a, const float *b, size_t n) {
     return s;
 }
 
+static inline float dot_bf16(const uint16_t *w, const float *x, size_t n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits = (uint32_t)w[i] << 16;
+        float f;
+        memcpy(&f, &bits, 4);
+        s += f * x[i];
+    }
+    return s;
+}
+
+static inline float dot_f16(const uint16_t *w, const float *x, size_t n) {
+    float s = 0.0f;
+#ifdef __F16C__
+    /* the hardware conversion (vcvtph2ps) when the build targets it */
+    const _Float16 *h = (const _Float16 *)(const void *)w;
+#pragma omp simd reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += (float)h[i] * x[i];
+#else
+    for (size_t i = 0; i < n; i++) s += lm_f16_to_f32(w[i]) * x[i];
+#endif
+    return s;
+}
+
 /* Rows [r0, r1) of out[n, rows] = x @ W^T, on the calling thread. */
 static int linear_rows(float *out, const float *x, size_t n, const lm_weight *W, size_t r0, size_t r1) {
     const size_t rows = W->rows, cols = W->cols, nr = r1 - r0;
@@ -52,6 +77,14 @@ static int linear_rows(float *out, const float *x, size_t n, const lm_weight *W,
         return 0;
     }
     const size_t rb = lm_dtype_row_bytes(W->dtype, cols);
+    if (n == 1 && (W->dtype == LM_BF16 || W->dtype == LM_F16)) {
+        /* decode with 16-bit weights: convert inside the dot product, one pass over the row */
+        for (size_t r = r0; r < r1; r++) {
+            const uint16_t *w = (const uint16_t *)(const void *)((const uint8_t *)W->data + r * rb);
+            out[r] = W->dtype == LM_BF16 ? dot_bf16(w, x, cols) : dot_f16(w, x, cols);
+        }
+        return 0;
+    }
     if (n <= 4) {
         /* decode is memory bound: read each stored row once, dot it with every x row */
         float *buf = scratch(cols);
@@ -134,21 +167,24 @@ void lm_layernorm(float *out, const float *x, const float *w, const float *b, si
     }
 }
 
-void lm_rope(float *x, size_t n_tok, size_t n_heads, size_t head_dim, size_t pos0, float theta,
+void lm_rope_inv_freq(float *inv_freq, size_t head_dim, float theta) {
+    /* the same float expression as llama2.c, so greedy output matches it bit for bit */
+    for (size_t i = 0; i < head_dim / 2; i++) inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+}
+
+void lm_rope(float *x, size_t n_tok, size_t n_heads, size_t head_dim, size_t pos0, const float *inv_freq,
              lm_rope_style style) {
     size_t half = head_dim / 2;
 #pragma omp parallel for schedule(static) if (n_tok > 8)
     for (size_t t = 0; t < n_tok; t++) {
         float pos = (float)(pos0 + t);
         for (size_t i = 0; i < half; i++) {
-            /* the same float expression as llama2.c, so greedy output matches it bit for bit */
-            float freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
-            float ang = pos * freq;
+            float ang = pos * inv_freq[i];
             float c = cosf(ang), s = sinf(ang);
+            size_t a = style == LM_ROPE_INTERLEAVED ? 2 * i : i;
+            size_t b = style == LM_ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
             for (size_t h = 0; h < n_heads; h++) {
                 float *v = x + (t * n_heads + h) * head_dim;
-                size_t a = style == LM_ROPE_INTERLEAVED ? 2 * i : i;
-                size_t b = style == LM_ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
                 float v0 = v[a], v1 = v[b];
                 v[a] = v0 * c - v1 * s;
                 v[b] = v0 * s + v1 * c;

@@ -59,33 +59,6 @@ static bigram heap_pop(heap *h) {
     return top;
 }
 
-/* Length of the UTF-8 character at s, or 1 when s does not start a well-formed one
- * (stray continuation, overlong form, surrogate, beyond U+10FFFF, or cut short): such a
- * byte then stands alone and is encoded by byte fallback. */
-static size_t utf8_char_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t need;
-    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        return 1;
-    }
-    if (need > n || s[1] < lo || s[1] > hi) return 1;
-    for (size_t k = 2; k < need; k++)
-        if ((s[k] & 0xC0) != 0x80) return 1;
-    return need;
-}
-
 static void push_sym(sym *syms, int32_t *ns, uint32_t start, uint32_t len, int32_t id, int mergeable) {
     int32_t i = (*ns)++;
     syms[i] = (sym){i - 1, i + 1, start, len, id, (uint8_t)mergeable};
@@ -105,7 +78,7 @@ static lm_status encode_span(const lm_tokenizer *t, const char *buf, size_t cs, 
                              heap *h, int32_t *out, size_t *k) {
     int32_t ns = 0;
     for (size_t i = cs; i < ce;) {
-        size_t cl = utf8_char_len((const unsigned char *)buf + i, ce - i);
+        size_t cl = lm_tok_utf8_len((const unsigned char *)buf + i, ce - i);
         int id = lm_tok_lookup(t, buf + i, cl);
         if (id >= 0) {
             push_sym(syms, &ns, (uint32_t)i, (uint32_t)cl, id, 1);

@@ -1,9 +1,12 @@
 /* tokenizer.c - the vocabulary: loading it (llama2.c tokenizer.bin, GGUF), looking pieces up, decoding. */
+#define _POSIX_C_SOURCE 200809L
 #include "tokenizer_internal.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* U+2581 LOWER ONE EIGHTH BLOCK, SentencePiece's stand-in for a space. */
 static const char SPM_SPACE[] = "\xe2\x96\x81";
@@ -40,7 +43,7 @@ static void raw_vocab_free(raw_vocab *r) {
     memset(r, 0, sizeof *r);
 }
 
-static lm_tokenizer *tokenizer_new(const char *path) {
+lm_tokenizer *lm_tok_new(const char *path) {
     lm_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->path = lm_strdup(path ? path : "(vocabulary)");
@@ -57,11 +60,36 @@ static lm_tokenizer *tokenizer_new(const char *path) {
 
 void lm_tokenizer_free(lm_tokenizer *t) {
     if (!t) return;
+    lm_tok_bpe_free(t);
     free(t->slots);
     free(t->tokens);
     free(t->blob);
     free(t->path);
     free(t);
+}
+
+size_t lm_tok_utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t need;
+    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return 1;
+    }
+    if (need > n || s[1] < lo || s[1] > hi) return 1;
+    for (size_t k = 2; k < need; k++)
+        if ((s[k] & 0xC0) != 0x80) return 1;
+    return need;
 }
 
 static int hex_digit(char c) {
@@ -72,7 +100,7 @@ static int hex_digit(char c) {
 }
 
 /* The byte of a "<0xNN>" piece, or -1. */
-static int parse_byte_piece(const char *s, size_t n) {
+int lm_tok_parse_byte_piece(const char *s, size_t n) {
     if (n != 6 || s[0] != '<' || s[1] != '0' || s[2] != 'x' || s[5] != '>') return -1;
     int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
     if (hi < 0 || lo < 0) return -1;
@@ -90,7 +118,7 @@ static size_t count_spaces(const char *s, size_t n) {
 static int infer_type(const lm_tokenizer *t, int id, const char *s, size_t n) {
     if (id == t->bos || id == t->eos) return LM_TOKEN_CONTROL;
     if (n == 5 && memcmp(s, "<unk>", 5) == 0) return LM_TOKEN_UNKNOWN;
-    if (parse_byte_piece(s, n) >= 0) return LM_TOKEN_BYTE;
+    if (lm_tok_parse_byte_piece(s, n) >= 0) return LM_TOKEN_BYTE;
     return LM_TOKEN_NORMAL;
 }
 
@@ -98,7 +126,7 @@ int lm_tok_type_encodable(int type) {
     return type == LM_TOKEN_NORMAL || type == LM_TOKEN_USER_DEFINED || type == LM_TOKEN_UNDEFINED;
 }
 
-static uint64_t hash_bytes(const char *s, size_t n) {
+uint64_t lm_tok_hash(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
@@ -109,7 +137,7 @@ static uint64_t hash_bytes(const char *s, size_t n) {
 
 int lm_tok_lookup(const lm_tokenizer *t, const char *s, size_t n) {
     if (!t->slots) return -1;
-    for (size_t i = (size_t)hash_bytes(s, n) & t->slot_mask;; i = (i + 1) & t->slot_mask) {
+    for (size_t i = (size_t)lm_tok_hash(s, n) & t->slot_mask;; i = (i + 1) & t->slot_mask) {
         uint32_t v = t->slots[i];
         if (v == 0) return -1;
         const lm_token *tok = &t->tokens[v - 1];
@@ -131,7 +159,7 @@ static lm_status build_index(lm_tokenizer *t) {
         if (!lm_tok_type_encodable(tok->type)) continue;
         for (uint32_t k = 1; k < tok->text_len && t->split_at_space; k++)
             if (tok->text[k] == ' ' && tok->text[k - 1] != ' ') t->split_at_space = 0;
-        size_t i = (size_t)hash_bytes(tok->text, tok->text_len) & t->slot_mask;
+        size_t i = (size_t)lm_tok_hash(tok->text, tok->text_len) & t->slot_mask;
         int dup = 0;
         for (; t->slots[i]; i = (i + 1) & t->slot_mask) {
             const lm_token *o = &t->tokens[t->slots[i] - 1];
@@ -204,7 +232,7 @@ static lm_status build_vocab(lm_tokenizer *t, const raw_vocab *r) {
             return lm_fail(LM_ERR_FORMAT, "%s: token %d has unknown token type %d", t->path, i, type);
         tok->type = (uint8_t)type;
         if (type == LM_TOKEN_BYTE) {
-            int byte = parse_byte_piece(tok->piece, tok->piece_len);
+            int byte = lm_tok_parse_byte_piece(tok->piece, tok->piece_len);
             if (byte < 0)
                 return lm_fail(LM_ERR_FORMAT, "%s: byte token %d has piece \"%.*s\", not <0xNN>", t->path, i,
                                (int)(tok->piece_len < 32 ? tok->piece_len : 32), tok->piece);
@@ -288,7 +316,7 @@ lm_status lm_tokenizer_load_llama2c(const char *path, int vocab_size, lm_tokeniz
     }
     st = scan_llama2c(path, d, size, vocab_size, &n, NULL);
     if (st != LM_OK) goto done;
-    t = tokenizer_new(path);
+    t = lm_tok_new(path);
     if (!t || !raw_vocab_alloc(&r, n)) {
         st = lm_fail(LM_ERR_NOMEM, "%s: out of memory", path);
         goto done;
@@ -312,7 +340,7 @@ done:
 }
 
 /* An optional token-id key: absent leaves *id alone; UINT32_MAX is GGUF's "none". */
-static lm_status gguf_token_id(const lm_gguf *g, const char *key, int n_vocab, int *id) {
+lm_status lm_tok_gguf_token_id(const lm_gguf *g, const char *key, int n_vocab, int *id) {
     if (!lm_gguf_find(g, key)) return LM_OK;
     uint32_t v;
     lm_status st = lm_gguf_get_u32(g, key, &v);
@@ -334,7 +362,7 @@ static int is_int_type(lm_gguf_type ty) {
 }
 
 /* An optional per-token array: must be an array of an accepted element type, one per token. */
-static lm_status gguf_token_array(const lm_gguf *g, const char *key, int want_float, uint64_t n,
+lm_status lm_tok_gguf_token_array(const lm_gguf *g, const char *key, int want_float, uint64_t n,
                                   const lm_gguf_kv **out) {
     *out = NULL;
     const lm_gguf_kv *kv = lm_gguf_find(g, key);
@@ -362,9 +390,10 @@ lm_status lm_tokenizer_from_gguf(const lm_gguf *g, lm_tokenizer **out) {
     lm_gguf_str model;
     lm_status st = lm_gguf_get_str(g, "tokenizer.ggml.model", &model);
     if (st != LM_OK) return st;
+    if (model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0) return lm_tok_from_gguf_bpe(g, out);
     if (!(model.len == 5 && memcmp(model.ptr, "llama", 5) == 0))
-        return lm_fail(LM_ERR_UNSUPPORTED, "%s: tokenizer model \"%.*s\" is not supported (only \"llama\")", path,
-                       (int)(model.len < 64 ? model.len : 64), model.ptr);
+        return lm_fail(LM_ERR_UNSUPPORTED, "%s: tokenizer model \"%.*s\" is not supported (only \"llama\" and \"gpt2\")",
+                       path, (int)(model.len < 64 ? model.len : 64), model.ptr);
 
     const lm_gguf_kv *toks = lm_gguf_find(g, "tokenizer.ggml.tokens");
     if (!toks) return lm_fail(LM_ERR_FORMAT, "%s: tokenizer.ggml.tokens is missing", path);
@@ -375,19 +404,19 @@ lm_status lm_tokenizer_from_gguf(const lm_gguf *g, lm_tokenizer **out) {
                        (unsigned long long)toks->n);
     int n = (int)toks->n;
     const lm_gguf_kv *scores, *types;
-    if ((st = gguf_token_array(g, "tokenizer.ggml.scores", 1, toks->n, &scores)) != LM_OK) return st;
-    if ((st = gguf_token_array(g, "tokenizer.ggml.token_type", 0, toks->n, &types)) != LM_OK) return st;
+    if ((st = lm_tok_gguf_token_array(g, "tokenizer.ggml.scores", 1, toks->n, &scores)) != LM_OK) return st;
+    if ((st = lm_tok_gguf_token_array(g, "tokenizer.ggml.token_type", 0, toks->n, &types)) != LM_OK) return st;
 
-    lm_tokenizer *t = tokenizer_new(path);
+    lm_tokenizer *t = lm_tok_new(path);
     raw_vocab r = {0};
     if (!t || !raw_vocab_alloc(&r, n)) {
         st = lm_fail(LM_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    if ((st = gguf_token_id(g, "tokenizer.ggml.bos_token_id", n, &t->bos)) != LM_OK) goto done;
-    if ((st = gguf_token_id(g, "tokenizer.ggml.eos_token_id", n, &t->eos)) != LM_OK) goto done;
+    if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.bos_token_id", n, &t->bos)) != LM_OK) goto done;
+    if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.eos_token_id", n, &t->eos)) != LM_OK) goto done;
     int unk = -1;
-    if ((st = gguf_token_id(g, "tokenizer.ggml.unknown_token_id", n, &unk)) != LM_OK) goto done;
+    if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.unknown_token_id", n, &unk)) != LM_OK) goto done;
     const lm_gguf_kv *asp = lm_gguf_find(g, "tokenizer.ggml.add_space_prefix");
     if (asp) {
         if (asp->type != LM_GGUF_BOOL) {
@@ -505,12 +534,33 @@ lm_status lm_tokenizer_decode(const lm_tokenizer *t, const int32_t *ids, size_t 
 
 lm_status lm_tokenizer_encode(const lm_tokenizer *t, const char *text, size_t len, int add_bos, int32_t **ids,
                               size_t *n_ids) {
+    return lm_tokenizer_encode_ex(t, text, len, add_bos ? LM_TOK_ADD_BOS : 0u, ids, n_ids);
+}
+
+lm_status lm_tokenizer_encode_ex(const lm_tokenizer *t, const char *text, size_t len, unsigned flags,
+                                 int32_t **ids, size_t *n_ids) {
     if (!ids || !n_ids) return lm_fail(LM_ERR_ARG, "lm_tokenizer_encode: NULL output");
     *ids = NULL;
     *n_ids = 0;
     if (!t || (!text && len)) return lm_fail(LM_ERR_ARG, "lm_tokenizer_encode: NULL argument");
     if (len > (size_t)INT32_MAX - 8) return lm_fail(LM_ERR_RANGE, "%s: text of %zu bytes is too long", t->path, len);
+    int add_bos = (flags & LM_TOK_ADD_BOS) != 0;
     if (add_bos && t->bos < 0) return lm_fail(LM_ERR_ARG, "%s: the vocabulary has no BOS token", t->path);
+    if (t->kind == LM_TOK_BPE || t->kind == LM_TOK_BPE_SPM) {
+        /* Normalisation may grow the text, so the output grows as it goes. */
+        size_t cap = len / 2 + 16, n = 0;
+        int32_t *out = lm_malloc(cap, sizeof *out);
+        if (!out) return lm_fail(LM_ERR_NOMEM, "%s: out of memory encoding %zu bytes", t->path, len);
+        if (add_bos) out[n++] = t->bos;
+        lm_status st = lm_tok_bpe_encode(t, text ? text : "", len, flags, &out, &n, &cap);
+        if (st != LM_OK) {
+            free(out);
+            return st;
+        }
+        *ids = out;
+        *n_ids = n;
+        return LM_OK;
+    }
     int32_t *out = lm_malloc(len + 2, sizeof *out);
     if (!out) return lm_fail(LM_ERR_NOMEM, "%s: out of memory encoding %zu bytes", t->path, len);
     size_t n = 0, m = 0;
@@ -521,7 +571,7 @@ lm_status lm_tokenizer_encode(const lm_tokenizer *t, const char *text, size_t le
         st = lm_tok_spm_encode(t, text, len, out + n, &m);
         break;
     default:
-        st = lm_fail(LM_ERR_UNSUPPORTED, "%s: this tokenizer kind cannot encode yet", t->path);
+        st = lm_fail(LM_ERR_UNSUPPORTED, "%s: this tokenizer kind cannot encode", t->path);
         break;
     }
     if (st != LM_OK) {
@@ -531,4 +581,74 @@ lm_status lm_tokenizer_encode(const lm_tokenizer *t, const char *text, size_t le
     *ids = out;
     *n_ids = n + m;
     return LM_OK;
+}
+
+static int is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int is_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* dir + "/" + name, malloc'd. */
+static char *join_path(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    p[a] = '/';
+    memcpy(p + a + 1, name, b + 1);
+    return p;
+}
+
+lm_status lm_tokenizer_load_dir(const char *dir, lm_tokenizer **out) {
+    if (!out) return lm_fail(LM_ERR_ARG, "lm_tokenizer_load_dir: out is NULL");
+    *out = NULL;
+    if (!dir) return lm_fail(LM_ERR_ARG, "lm_tokenizer_load_dir: dir is NULL");
+    static const char *const pairs[][2] = {{"tokenizer.json", NULL},
+                                           {"vocab.json", "merges.txt"},
+                                           {"encoder.json", "vocab.bpe"}};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        char *a = join_path(dir, pairs[i][0]);
+        char *b = pairs[i][1] ? join_path(dir, pairs[i][1]) : NULL;
+        if (!a || (pairs[i][1] && !b)) {
+            free(a);
+            free(b);
+            return lm_fail(LM_ERR_NOMEM, "%s: out of memory", dir);
+        }
+        int found = is_file(a) && (!b || is_file(b));
+        lm_status st = LM_OK;
+        if (found) st = b ? lm_tokenizer_load_gpt2_files(a, b, out) : lm_tokenizer_load_json(a, out);
+        free(a);
+        free(b);
+        if (found) return st;
+    }
+    return lm_fail(LM_ERR_IO, "%s: no tokenizer here (looked for tokenizer.json, vocab.json + merges.txt, "
+                   "encoder.json + vocab.bpe)", dir);
+}
+
+lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out) {
+    if (!out) return lm_fail(LM_ERR_ARG, "lm_tokenizer_load: out is NULL");
+    *out = NULL;
+    if (!path) return lm_fail(LM_ERR_ARG, "lm_tokenizer_load: path is NULL");
+    if (is_dir(path)) return lm_tokenizer_load_dir(path, out);
+    FILE *f = fopen(path, "rb");
+    if (!f) return lm_fail(LM_ERR_IO, "%s: cannot open", path);
+    unsigned char head[64];
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) {
+        lm_gguf *g = NULL;
+        lm_status st = lm_gguf_open(path, &g);
+        if (st == LM_OK) st = lm_tokenizer_from_gguf(g, out);
+        lm_gguf_close(g);
+        return st;
+    }
+    size_t i = 0;
+    while (i < n && (head[i] == ' ' || head[i] == '\t' || head[i] == '\n' || head[i] == '\r')) i++;
+    if (i < n && head[i] == '{') return lm_tokenizer_load_json(path, out);
+    return lm_tokenizer_load_llama2c(path, 0, out);
 }
