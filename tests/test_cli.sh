@@ -89,6 +89,49 @@ patch_arch() { # replace the first "llama" after general.architecture in a copy
 }
 patch_arch "$M/stories260K.gguf" "$TMP/bloom.gguf"
 expect_error 1 "architecture 'bloom' is not supported" "$LUMEN" info "$TMP/bloom.gguf"
+# eval: stories260K knows TinyStories far better than Tolstoy
+T=$A/text
+ce_ts=$("$LUMEN" eval "$M/stories260K.bin" "$T/tinystories_train_head_197k.txt" --tokenizer "$M/tok512.bin" --ctx 128 --max-tokens 4096 --json | sed -n 's/.*"cross_entropy":\([0-9.e+-]*\).*/\1/p')
+ce_wp=$("$LUMEN" eval "$M/stories260K.bin" "$T/war-and-peace.txt" --tokenizer "$M/tok512.bin" --ctx 128 --max-tokens 4096 --json | sed -n 's/.*"cross_entropy":\([0-9.e+-]*\).*/\1/p')
+awk -v a="$ce_ts" -v b="$ce_wp" 'BEGIN { exit !(a > 0.5 && a < 2.0 && b > a + 0.5) }' && ok || bad "eval cross-entropies: tinystories $ce_ts, war and peace $ce_wp"
+
+# convert to the Hugging Face layout; the converted model tells the same story
+"$LUMEN" convert "$M/stories260K.bin" -o "$TMP/hf260k" >/dev/null 2>&1 && ok || bad "convert failed"
+[ -f "$TMP/hf260k/config.json" ] && [ -f "$TMP/hf260k/model.safetensors" ] && ok || bad "convert wrote no files"
+"$LUMEN" generate "$TMP/hf260k" --tokenizer "$M/tok512.bin" -p "" -n 256 -t 0 >"$TMP/c.txt" 2>/dev/null &&
+  cmp -s "$TMP/c.txt" "$M/stories260K_greedy_256.txt" && ok || bad "converted model's greedy output differs"
+out=$("$LUMEN" info "$TMP/hf260k" --json)
+case $out in *'"format":"hf"'*'"n_layers":5'*) ok ;; *) bad "info on converted dir: $out" ;; esac
+
+# activations: shards + manifest, and a second run resumes (writes nothing new)
+"$LUMEN" activations "$M/stories260K.bin" "$T/tinystories_train_head_197k.txt" --tokenizer "$M/tok512.bin" \
+  --hook blocks.2.hook_resid_post --hook hook_embed --ctx 64 --max-tokens 1000 --shard-tokens 256 -o "$TMP/acts" --json >"$TMP/a1.json" 2>/dev/null
+grep -q '"shards_written":4' "$TMP/a1.json" && [ -f "$TMP/acts/shard_00003.safetensors" ] && grep -q '"complete": true' "$TMP/acts/manifest.json" && ok || bad "activations: $(cat "$TMP/a1.json")"
+"$LUMEN" activations "$M/stories260K.bin" "$T/tinystories_train_head_197k.txt" --tokenizer "$M/tok512.bin" \
+  --hook blocks.2.hook_resid_post --hook hook_embed --ctx 64 --max-tokens 1000 --shard-tokens 256 -o "$TMP/acts" --json >"$TMP/a2.json" 2>/dev/null
+grep -q '"shards_written":0,"shards_resumed":4' "$TMP/a2.json" && ok || bad "activations resume: $(cat "$TMP/a2.json")"
+expect_error 1 "different job" "$LUMEN" activations "$M/stories260K.bin" "$T/tinystories_train_head_197k.txt" --tokenizer "$M/tok512.bin" --hook hook_embed --ctx 64 --max-tokens 1000 -o "$TMP/acts"
+expect_error 1 "unknown hook point 'blocks.0.hook_bogus'" "$LUMEN" activations "$M/stories260K.bin" "$T/cs336_address.txt" --tokenizer "$M/tok512.bin" --hook blocks.0.hook_bogus -o "$TMP/acts2"
+expect_error 1 "out of range" "$LUMEN" activations "$M/stories260K.bin" "$T/cs336_address.txt" --tokenizer "$M/tok512.bin" --hook blocks.5.hook_resid_post -o "$TMP/acts3"
+
+# broken Hugging Face directories
+F=${LUMEN_FIXTURES:-tests/fixtures}/hf
+mkhf() { rm -rf "$TMP/$1"; cp -r "$F/llama" "$TMP/$1"; chmod -R u+w "$TMP/$1"; }
+mkhf badjson; printf '{"model_type": "llama", ' >"$TMP/badjson/config.json"
+expect_error 1 "$TMP/badjson/config.json: invalid JSON" "$LUMEN" info "$TMP/badjson"
+mkhf badtype; sed -i 's/"model_type": "llama"/"model_type": "mamba"/' "$TMP/badtype/config.json"
+expect_error 1 "model_type 'mamba' is not supported" "$LUMEN" info "$TMP/badtype"
+mkhf badshape; sed -i 's/"intermediate_size": 64/"intermediate_size": 65/' "$TMP/badshape/config.json"
+expect_error 1 "has shape [64, 32], expected [65, 32]" "$LUMEN" info "$TMP/badshape"
+mkhf trunc; head -c 5000 "$F/llama/model.safetensors" >"$TMP/trunc/model.safetensors"
+expect_error 1 "$TMP/trunc/model.safetensors" "$LUMEN" info "$TMP/trunc"
+mkhf liehdr; printf '\xff\xff\xff\x00\x00\x00\x00\x00' | dd of="$TMP/liehdr/model.safetensors" bs=1 conv=notrunc status=none
+expect_error 1 "$TMP/liehdr/model.safetensors" "$LUMEN" info "$TMP/liehdr"
+rm -rf "$TMP/noshard"; cp -r "$F/llama_tied" "$TMP/noshard"; chmod -R u+w "$TMP/noshard"; rm -f "$TMP/noshard"/model-00002-*.safetensors
+expect_error 1 "model-00002" "$LUMEN" info "$TMP/noshard"
+mkhf nomodel; rm -f "$TMP/nomodel/model.safetensors"
+expect_error 1 "$TMP/nomodel" "$LUMEN" info "$TMP/nomodel"
+
 # no half-written output is possible: generate writes only to stdout; nothing left in TMP but ours
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
