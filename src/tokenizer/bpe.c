@@ -309,11 +309,17 @@ static lm_status spm_segment(work *w, const char *s, size_t n, int at_start) {
         memcpy(b, SPM_SPACE, SPM_SPACE_LEN);
         o += SPM_SPACE_LEN;
     }
-    if (!(c->metaspace && c->meta_split)) return spm_word(w, b, o);
+    /* Metaspace's split cuts before every U+2581. Without it the segment is one word; when no
+     * token can span a U+2581 that follows another character, cutting there gives the same
+     * tokens and keeps a long text from becoming one huge merge. */
+    int split = c->metaspace && c->meta_split;
+    int fast = !split && c->spm_word_split && !c->ignore_merges;
+    if (!split && !fast) return spm_word(w, b, o);
     lm_status st = LM_OK;
     size_t start = 0;
     for (size_t i = 1; i + SPM_SPACE_LEN <= o && st == LM_OK; i++) {
         if (memcmp(b + i, SPM_SPACE, SPM_SPACE_LEN) != 0) continue;
+        if (fast && i >= SPM_SPACE_LEN && memcmp(b + i - SPM_SPACE_LEN, SPM_SPACE, SPM_SPACE_LEN) == 0) continue;
         st = spm_word(w, b + start, i - start);
         start = i;
     }

@@ -95,6 +95,45 @@ void lm_tok_bpe_free(lm_tokenizer *t) {
     free(t->added_order);
 }
 
+/* Those engines take \s to be Unicode's White_Space property; PCRE2's UCP \s also takes the
+ * characters of its \h and \v lists, one of which (U+180E, no longer a space since Unicode 6.3)
+ * is not White_Space. So \s and \S become \p{White_Space} and \P{White_Space}, which PCRE2 knows
+ * from Unicode's own tables. Other escapes, and \Q...\E quoted text, are copied unchanged.
+ * Returns a malloc'd pattern (length in *out_len), NULL when out of memory. */
+static char *respell_space_escapes(const char *p, size_t n, size_t *out_len) {
+    static const char WS[] = "\\p{White_Space}", NWS[] = "\\P{White_Space}";
+    size_t count = 0;
+    for (size_t i = 0; i + 1 < n; i++)
+        if (p[i] == '\\') count++, i++;
+    if (count > (SIZE_MAX - n - 1) / sizeof WS) return NULL;
+    char *o = malloc(n + count * sizeof WS + 1);
+    if (!o) return NULL;
+    size_t k = 0;
+    int quoted = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != '\\' || i + 1 == n) {
+            o[k++] = p[i];
+            continue;
+        }
+        char c = p[++i];
+        if (quoted) {
+            quoted = c != 'E';
+        } else if (c == 'Q') {
+            quoted = 1;
+        } else if (c == 's' || c == 'S') {
+            const char *r = c == 's' ? WS : NWS;
+            memcpy(o + k, r, sizeof WS - 1);
+            k += sizeof WS - 1;
+            continue;
+        }
+        o[k++] = '\\';
+        o[k++] = c;
+    }
+    o[k] = 0;
+    *out_len = k;
+    return o;
+}
+
 lm_status lm_tok_add_split(lm_tokenizer *t, const char *pattern, size_t len, int literal) {
     if (t->cfg.n_splits >= 64) return lm_fail(LM_ERR_UNSUPPORTED, "%s: more than 64 pre-tokenizer regexes", t->path);
     lm_pretok_split *v = realloc(t->cfg.splits, (size_t)(t->cfg.n_splits + 1) * sizeof *v);
@@ -110,15 +149,19 @@ lm_status lm_tok_add_split(lm_tokenizer *t, const char *pattern, size_t len, int
     t->cfg.n_splits++;
     int err;
     PCRE2_SIZE off;
-    /* UCP makes \s, \w and friends Unicode-aware, as they are in the regex engines of the
-     * reference implementations (Python's regex module, Oniguruma). */
+    /* UCP makes \w, \d and friends Unicode-aware, as they are in the regex engines of the
+     * reference implementations (Python's regex module, Oniguruma, Rust's fancy-regex). */
     uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
-    s->code = pcre2_compile((PCRE2_SPTR)pattern, len, opts, &err, &off, NULL);
+    char *re = literal ? NULL : respell_space_escapes(pattern, len, &len);
+    if (!literal && !re) return lm_fail(LM_ERR_NOMEM, "%s: out of memory", t->path);
+    s->code = pcre2_compile((PCRE2_SPTR)(re ? re : pattern), len, opts, &err, &off, NULL);
+    free(re);
     if (!s->code) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
-        return lm_fail(LM_ERR_UNSUPPORTED, "%s: pre-tokenizer regex \"%.*s\" does not compile at offset %zu: %s",
-                       t->path, (int)(len < 200 ? len : 200), pattern, (size_t)off, (const char *)msg);
+        (void)off; /* an offset into the respelled pattern would mislead */
+        return lm_fail(LM_ERR_UNSUPPORTED, "%s: pre-tokenizer regex \"%.200s\" does not compile: %s", t->path, s->src,
+                       (const char *)msg);
     }
     /* JIT is an optimisation: where the platform lacks it, the interpreter gives the same matches. */
     (void)pcre2_jit_compile(s->code, PCRE2_JIT_COMPLETE);
@@ -219,6 +262,15 @@ static lm_status build_merges(lm_tokenizer *t, const lm_bpe_source *src) {
     }
     free(cat);
     t->n_merges = (uint32_t)src->n_merges;
+    /* Fused unknown characters would be one token across the place; a vocabulary with U+2581
+     * never makes one there. */
+    t->cfg.spm_word_split = !t->cfg.fuse_unk || lm_tok_lookup_piece(t, "\xe2\x96\x81", 3) >= 0;
+    for (uint32_t i = 0; i < t->n_merges && st == LM_OK; i++) {
+        const lm_token *tok = &t->tokens[t->merges[i][2]];
+        for (uint32_t k = 1; k + 3 <= tok->piece_len && t->cfg.spm_word_split; k++)
+            if (memcmp(tok->piece + k, "\xe2\x96\x81", 3) == 0 && !(k >= 3 && memcmp(tok->piece + k - 3, "\xe2\x96\x81", 3) == 0))
+                t->cfg.spm_word_split = 0;
+    }
     return st;
 }
 
@@ -228,13 +280,13 @@ static lm_status build_added(lm_tokenizer *t, const lm_bpe_source *src) {
     t->added_order = lm_malloc(src->n_added ? (size_t)src->n_added : 1, sizeof *t->added_order);
     if (!t->added || !t->added_order) return lm_fail(LM_ERR_NOMEM, "%s: out of memory", t->path);
     if (src->n_added) memcpy(t->added, src->added, (size_t)src->n_added * sizeof *t->added);
+    /* An empty added token (a GGUF CONTROL token with no piece) can match nothing: leave it out. */
+    int kept = 0;
+    for (int i = 0; i < t->n_added; i++)
+        if (t->tokens[t->added[i].id].text_len > 0) t->added[kept++] = t->added[i];
+    t->n_added = kept;
     int count[256] = {0};
-    for (int i = 0; i < t->n_added; i++) {
-        const lm_token *tok = &t->tokens[t->added[i].id];
-        if (tok->text_len == 0)
-            return lm_fail(LM_ERR_FORMAT, "%s: added token %d has empty content", t->path, (int)t->added[i].id);
-        count[(unsigned char)tok->text[0]]++;
-    }
+    for (int i = 0; i < t->n_added; i++) count[(unsigned char)t->tokens[t->added[i].id].text[0]]++;
     t->added_first[0] = 0;
     for (int b = 0; b < 256; b++) t->added_first[b + 1] = t->added_first[b] + count[b];
     int fill[256];
@@ -268,6 +320,7 @@ lm_status lm_tok_bpe_build(lm_tokenizer *t, const lm_bpe_source *src) {
         if (!src->piece[i]) return lm_fail(LM_ERR_FORMAT, "%s: token id %d has no piece", t->path, i);
         size_t len = src->piece_len[i];
         if (len > MAX_PIECE_LEN) return lm_fail(LM_ERR_FORMAT, "%s: token %d is %zu bytes long", t->path, i, len);
+        if (blob > SIZE_MAX - (2 * len + 2)) return lm_fail(LM_ERR_NOMEM, "%s: vocabulary too large", t->path);
         blob += 2 * len + 2; /* piece, and text, which is never longer */
     }
     t->n_vocab = n;

@@ -64,6 +64,9 @@ typedef struct lm_bpe_config {
     int byte_fallback;
     int fuse_unk;
     int ignore_merges; /* a word that is itself a token is not merged (Llama-3) */
+    /* Derived: no merge makes a piece with U+2581 right after another character, so no token can
+     * span such a place and SentencePiece-style text may be merged one word at a time there. */
+    int spm_word_split;
 } lm_bpe_config;
 
 struct lm_tokenizer {
