@@ -139,5 +139,19 @@ if bad:
     sys.exit("crosscheck: %d Hugging Face fixture file(s) differ" % bad)
 PY
 
+echo "== a model saved by lumen, loaded by transformers (tools/make_saved_fixture.py)"
+make build >/dev/null
+.venv/bin/python tools/make_saved_fixture.py --lumen build/lumen --assets "$ASSETS" --out "$TMP/saved"
+.venv/bin/python - "$TMP/saved/stories260k_converted.expect.safetensors" tests/fixtures/hf/stories260k_converted.expect.safetensors <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+assert (a["input_ids"] == b["input_ids"]).all(), "input ids differ"
+rel = float(np.max(np.abs(a["logits"] - b["logits"])) / np.max(np.abs(b["logits"])))
+print("stories260k_converted: max rel err %.2e (%s)" % (rel, "ok" if rel < 1e-5 else "FAIL"))
+sys.exit(0 if rel < 1e-5 else 1)
+PY
+
 echo "== running the C test suite"
 make test

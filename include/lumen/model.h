@@ -156,7 +156,7 @@ void lm_state_clear_hooks(lm_state *s);
 
 /* ---- corpora, scoring, harvesting ------------------------------------------------------ */
 
-/* Reads a text file and tokenizes it (BOS first when add_bos and the tokenizer has one),
+/* Reads a text file and tokenizes it (BOS first when add_bos and lm_tokenizer_wants_bos),
  * keeping at most max_tokens (0 = all). *ids is malloc'd. */
 lm_status lm_tokenize_file(const lm_tokenizer *tok, const char *path, int add_bos, size_t max_tokens, int32_t **ids,
                            size_t *n_ids);
@@ -217,7 +217,8 @@ lm_status lm_sampler_init(lm_sampler *s, int vocab, float temperature, int top_k
 void lm_sampler_free(lm_sampler *s);
 int lm_sample(lm_sampler *s, float *logits); /* logits are modified */
 
-/* Generation: encode the prompt (with BOS), prefill it in one batch, then sample up to
+/* Generation: encode the prompt (with BOS when lm_tokenizer_wants_bos, or when the prompt is
+ * empty), prefill it in one batch, then sample up to
  * max_new_tokens, stopping early at EOS or at a generated BOS (which starts a new document in
  * llama2.c-style models). Each token's text is passed to cb as it is decided: prompt tokens
  * first (is_prompt = 1), then generated ones; cb returns non-zero to stop. */

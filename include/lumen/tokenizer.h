@@ -74,6 +74,9 @@ lm_tokenizer_kind lm_tokenizer_get_kind(const lm_tokenizer *t);
 int lm_tokenizer_vocab_size(const lm_tokenizer *t);
 int lm_tokenizer_bos(const lm_tokenizer *t); /* -1 if none */
 int lm_tokenizer_eos(const lm_tokenizer *t); /* -1 if none */
+/* Whether text for this tokenizer conventionally starts with BOS: yes for SentencePiece-style
+ * vocabularies (Llama 1/2, Mistral), no for byte-level BPE (GPT-2 adds none). */
+int lm_tokenizer_wants_bos(const lm_tokenizer *t);
 
 /* Encodes len bytes of text (any bytes: invalid UTF-8 falls back to byte tokens).
  * add_bos prepends BOS. *ids is malloc'd by the call; the caller frees it.

@@ -14,7 +14,7 @@ lm_status lm_tokenize_file(const lm_tokenizer *tok, const char *path, int add_bo
     lm_status st = lm_read_file(path, &text, &len);
     if (st != LM_OK) return st;
     if (max_tokens > 0 && len > max_tokens * 64) len = max_tokens * 64; /* no token spans 64 bytes of text */
-    st = lm_tokenizer_encode(tok, text, len, add_bos && lm_tokenizer_bos(tok) >= 0, ids, n_ids);
+    st = lm_tokenizer_encode(tok, text, len, add_bos && lm_tokenizer_wants_bos(tok), ids, n_ids);
     free(text);
     if (st != LM_OK) return st;
     if (max_tokens > 0 && *n_ids > max_tokens) *n_ids = max_tokens;

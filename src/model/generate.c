@@ -17,7 +17,10 @@ lm_status lm_generate(const lm_model *m, const lm_tokenizer *tok, const char *pr
     if (o->max_new_tokens < 0) return lm_fail(LM_ERR_ARG, "generate: negative token count");
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    lm_status st = lm_tokenizer_encode(tok, prompt, prompt_len, 1, &ids, &n_ids);
+    /* BOS as the tokenizer's convention has it; an empty prompt starts from BOS (GPT-2's
+     * <|endoftext|>) either way */
+    int add_bos = lm_tokenizer_wants_bos(tok) || prompt_len == 0;
+    lm_status st = lm_tokenizer_encode(tok, prompt, prompt_len, add_bos, &ids, &n_ids);
     if (st != LM_OK) return st;
     if (n_ids == 0) {
         free(ids);

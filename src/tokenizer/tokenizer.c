@@ -652,3 +652,7 @@ lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out) {
     if (i < n && head[i] == '{') return lm_tokenizer_load_json(path, out);
     return lm_tokenizer_load_llama2c(path, 0, out);
 }
+
+int lm_tokenizer_wants_bos(const lm_tokenizer *t) {
+    return lm_tokenizer_bos(t) >= 0 && lm_tokenizer_get_kind(t) != LM_TOK_BPE;
+}
