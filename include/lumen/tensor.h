@@ -80,6 +80,47 @@ size_t lm_attention_scratch(size_t n_tok, size_t n_heads, size_t kv_len);
 void lm_attention(float *out, const float *q, const float *kc, const float *vc, size_t n_tok, size_t pos0,
                   size_t n_heads, size_t n_kv_heads, size_t head_dim, float *scratch);
 
+/* ---- training: forward pieces without a KV cache, and backward passes -----------------
+ * Every backward ACCUMULATES (+=) into the gradients it is given (so a parameter used twice, or
+ * a residual branch, just sums); a NULL gradient pointer means "not needed". Shapes are those of
+ * the matching forward. All buffers f32. */
+
+/* dx[n,in] += dout[n,out] @ W[out,in];  dW[out,in] += dout^T @ x;  db[out] += sum_n dout. */
+void lm_linear_backward(float *dx, float *dW, float *db, const float *dout, const float *x, const float *W, size_t n,
+                        size_t in, size_t out);
+/* out[n,out] = x[n,in] @ W^T + b (b may be NULL), W f32 [out,in]. */
+void lm_linear_f32(float *out, const float *x, const float *W, const float *b, size_t n, size_t in, size_t out);
+void lm_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, size_t n, size_t d,
+                         float eps);
+void lm_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                           size_t n, size_t d, float eps);
+/* The gradient of a rotation is the inverse rotation: applies RoPE with negated angles to
+ * dx[n_tok, n_heads, head_dim] in place. */
+void lm_rope_backward(float *dx, size_t n_tok, size_t n_heads, size_t head_dim, size_t pos0, const float *inv_freq,
+                      lm_rope_style style);
+void lm_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+void lm_gelu_tanh_backward(float *dx, const float *dout, const float *x, size_t n);
+/* dW[rows, d] += scatter of dout[n, d] into the rows ids[n]. */
+void lm_embedding_backward(float *dW, const float *dout, const int32_t *ids, size_t n, size_t d);
+
+/* Causal GQA attention over one sequence of T tokens at positions 0..T-1, keeping the
+ * probabilities for the backward.
+ *   out [T, n_heads*hd]; q [T, n_heads*hd]; k, v [T, n_kv*hd]; probs [n_heads, T, T] (written,
+ *   upper triangle zero). */
+void lm_attention_train(float *out, float *probs, const float *q, const float *k, const float *v, size_t T,
+                        size_t n_heads, size_t n_kv, size_t hd);
+/* Accumulates dq, dk, dv from dout, given the forward's inputs and probs. scratch: T floats per
+ * thread (lm_attention_train_scratch). */
+size_t lm_attention_train_scratch(size_t T);
+void lm_attention_train_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                 const float *v, const float *probs, size_t T, size_t n_heads, size_t n_kv, size_t hd,
+                                 float *scratch);
+
+/* Mean cross-entropy of logits[n, V] against targets[n] (targets < 0 are ignored and not
+ * counted); if dlogits is non-NULL it receives (softmax - onehot) * scale / n_counted (written,
+ * not accumulated). Returns the mean loss (NaN if no target counted). */
+double lm_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, size_t n, size_t V, float scale);
+
 #ifdef __cplusplus
 }
 #endif
