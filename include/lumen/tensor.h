@@ -85,11 +85,11 @@ void lm_attention(float *out, const float *q, const float *kc, const float *vc, 
  * a residual branch, just sums); a NULL gradient pointer means "not needed". Shapes are those of
  * the matching forward. All buffers f32. */
 
-/* dx[n,in] += dout[n,out] @ W[out,in];  dW[out,in] += dout^T @ x;  db[out] += sum_n dout. */
+/* dx[n,n_in] += dout[n,n_out] @ W[n_out,n_in];  dW += dout^T @ x;  db[n_out] += sum_n dout. */
 void lm_linear_backward(float *dx, float *dW, float *db, const float *dout, const float *x, const float *W, size_t n,
-                        size_t in, size_t out);
-/* out[n,out] = x[n,in] @ W^T + b (b may be NULL), W f32 [out,in]. */
-void lm_linear_f32(float *out, const float *x, const float *W, const float *b, size_t n, size_t in, size_t out);
+                        size_t n_in, size_t n_out);
+/* y[n,n_out] = x[n,n_in] @ W^T + b (b may be NULL), W f32 [n_out,n_in]. */
+void lm_linear_f32(float *y, const float *x, const float *W, const float *b, size_t n, size_t n_in, size_t n_out);
 void lm_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w, size_t n, size_t d,
                          float eps);
 void lm_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
@@ -109,8 +109,9 @@ void lm_embedding_backward(float *dW, const float *dout, const int32_t *ids, siz
  *   upper triangle zero). */
 void lm_attention_train(float *out, float *probs, const float *q, const float *k, const float *v, size_t T,
                         size_t n_heads, size_t n_kv, size_t hd);
-/* Accumulates dq, dk, dv from dout, given the forward's inputs and probs. scratch: T floats per
- * thread (lm_attention_train_scratch). */
+/* Accumulates dq, dk, dv from dout, given the forward's inputs and probs. scratch: at least
+ * lm_attention_train_scratch(T) floats (it depends on the thread count: size it after
+ * lm_set_threads); one scratch per concurrent caller. */
 size_t lm_attention_train_scratch(size_t T);
 void lm_attention_train_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                                  const float *v, const float *probs, size_t T, size_t n_heads, size_t n_kv, size_t hd,
