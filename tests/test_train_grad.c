@@ -8,7 +8,7 @@
 
 #include "check.h"
 #include "lumen/lumen.h"
-#include "lumen/trainer.h"
+#include "lumen/train.h"
 
 static const lm_param *find_param(const lm_trainable *t, const char *name) {
     for (size_t i = 0; i < t->n_table; i++)

@@ -3,7 +3,9 @@
 # transformers and compare them with the committed ones, then run lumen's C tests.
 # Covers tools/make_fixtures.py (GGUF logits), tools/make_quant_fixture.py and
 # tools/make_hf_fixtures.py (tests/fixtures/hf: checkpoints byte for byte,
-# expectations within 1e-5 of the largest committed value of each tensor).
+# expectations within 1e-5 of the largest committed value of each tensor) and
+# tools/make_grad_fixtures.py (tests/fixtures/grad: loss, logits and every parameter's
+# gradient for the committed hf checkpoints, within 1e-5 of each tensor's largest value).
 #
 # Creates a virtual environment at .venv in the repository root (gitignored) and
 # installs tools/requirements.txt into it. Installing torch from PyPI is large (it
@@ -137,6 +139,57 @@ for f in exps:
     bad += fails > 0
 if bad:
     sys.exit("crosscheck: %d Hugging Face fixture file(s) differ" % bad)
+PY
+
+echo "== regenerating the gradient fixtures (tools/make_grad_fixtures.py) and comparing"
+.venv/bin/python tools/make_grad_fixtures.py --hf tests/fixtures/hf --out "$TMP/grad"
+.venv/bin/python - "$TMP/grad" tests/fixtures/grad <<'PY'
+import os, sys
+import numpy as np
+from safetensors.numpy import load_file
+
+new_dir, old_dir = sys.argv[1], sys.argv[2]
+files = sorted(f for f in os.listdir(new_dir) if f.endswith(".grad.safetensors"))
+if not files:
+    sys.exit("crosscheck: no gradient fixtures were generated")
+bad = 0
+for f in files:
+    try:
+        old = load_file(os.path.join(old_dir, f))
+    except Exception as e:
+        print("%s: cannot read the committed file (%s)" % (f, e))
+        bad += 1
+        continue
+    new = load_file(os.path.join(new_dir, f))
+    if sorted(new) != sorted(old):
+        print("%s: tensor names differ: %s" % (f, sorted(set(new) ^ set(old))))
+        bad += 1
+        continue
+    worst, worst_name, fails = 0.0, "", 0
+    for k in sorted(new):
+        a, b = new[k], old[k]
+        if a.dtype != b.dtype or a.shape != b.shape:
+            print("%s: %s is %s %s, committed %s %s" % (f, k, a.dtype, a.shape, b.dtype, b.shape))
+            fails += 1
+            continue
+        if a.dtype.kind in "iu":
+            if not np.array_equal(a, b):
+                print("%s: %s differs" % (f, k))
+                fails += 1
+            continue
+        # Relative to the tensor's largest committed value: some gradient entries are
+        # zero up to rounding (e.g. GPT-2's key bias).
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        rel = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+        if rel >= 1e-5:
+            print("%s: %s max rel err %.2e (FAIL)" % (f, k, rel))
+            fails += 1
+        if rel >= worst:
+            worst, worst_name = rel, k
+    print("%s: %d tensors, worst max rel err %.2e (%s) (%s)" % (f, len(new), worst, worst_name, "ok" if not fails else "FAIL"))
+    bad += fails > 0
+if bad:
+    sys.exit("crosscheck: %d gradient fixture file(s) differ" % bad)
 PY
 
 echo "== a model saved by lumen, loaded by transformers (tools/make_saved_fixture.py)"

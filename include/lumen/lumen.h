@@ -7,6 +7,7 @@
 #include "lumen/model.h"
 #include "lumen/tensor.h"
 #include "lumen/tokenizer.h"
+#include "lumen/train.h"
 
 #define LUMEN_VERSION "0.1.0"
 

@@ -68,6 +68,57 @@ lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out);
  * score-based SentencePiece vocabularies. */
 lm_status lm_tokenizer_save_json(const lm_tokenizer *t, const char *path);
 
+/* ---- training a byte-level BPE vocabulary (bpe_train.c) ---------------------------------------
+ *
+ * The text of the files (read in order, as bytes) is cut as the encoder cuts it: the special
+ * tokens out first (they are never learned from), then GPT-2's pre-tokenizer regex (invalid
+ * UTF-8 bytes are words of their own). Distinct words are counted, then the most frequent
+ * adjacent pair of tokens, counted over all words, is merged into a new token, again and again,
+ * until the vocabulary has vocab_size tokens or no pair occurs min_frequency times. Ties
+ * between equally frequent pairs go to the smallest (left id, right id), so the result depends
+ * only on the text and the options. A merge is applied in each word left to right ("aaa" with
+ * (a, a) gives "aa a"), the order in which the encoder applies merges by rank.
+ *
+ * The vocabulary: ids 0..255 are the byte tokens (id b is byte b, spelled with GPT-2's
+ * byte-to-character map), then one id per learned merge, in merge order, then the special
+ * tokens, in the order given (as GPT-2 puts "<|endoftext|>" last). The first special token is
+ * BOS and EOS. A merge that spells a string already in the vocabulary reuses its token (it is
+ * still a merge), so there may be more merges than new ids. The result is an LM_TOK_BPE
+ * tokenizer that lm_tokenizer_save_json writes as a tokenizer.json (ByteLevel pre-tokenizer
+ * and decoder, special tokens as added_tokens) which Hugging Face's tokenizers library loads and
+ * encodes the same way. tokenizer.json records no BOS/EOS: a reader finds them by name
+ * ("<|endoftext|>", "<s>", "</s>", ...). */
+typedef struct lm_bpe_train_opts {
+    int vocab_size;                     /* all tokens: 256 bytes + learned + special */
+    const char *const *special_tokens;  /* [n_special], non-empty UTF-8, distinct; may be NULL if n_special is 0 */
+    size_t n_special;
+    uint64_t min_frequency;             /* stop when the best pair occurs fewer times (0 or 1: while any pair) */
+    size_t max_bytes;                   /* read at most this many bytes over all files; 0: all */
+    /* Called with phase "counting" (bytes read of the total) and then "merging" (tokens learned
+     * of those wanted); returning non-zero stops training with an error. May be NULL. */
+    int (*progress)(void *ud, const char *phase, size_t done, size_t total);
+    void *progress_ud;
+} lm_bpe_train_opts;
+
+typedef struct lm_bpe_train_stats {
+    size_t bytes_read;
+    uint64_t n_pretokens;   /* words cut by the pre-tokenizer, with repeats */
+    size_t n_words;         /* distinct words of 2 bytes or more (those that can merge) */
+    size_t n_merges;
+    int vocab_size;         /* < opts.vocab_size when the text ran out of pairs */
+    double seconds_counting, seconds_merging;
+} lm_bpe_train_stats;
+
+/* Trains a vocabulary on the files; *out is the new tokenizer (free with lm_tokenizer_free).
+ * stats may be NULL. Errors: no files; an unreadable or empty file (named); vocab_size below
+ * 256 + n_special or above 2^24; empty, repeated or non-UTF-8 special tokens. Running out of
+ * pairs is not an error: the vocabulary is then smaller (stats->vocab_size says how big). */
+lm_status lm_bpe_train_ex(const char *const *files, size_t n_files, const lm_bpe_train_opts *opts, lm_tokenizer **out,
+                          lm_bpe_train_stats *stats);
+/* The same with default options otherwise. */
+lm_status lm_bpe_train(const char *const *files, size_t n_files, int vocab_size, const char *const *special_tokens,
+                       size_t n_special, lm_tokenizer **out);
+
 void lm_tokenizer_free(lm_tokenizer *t); /* accepts NULL */
 
 lm_tokenizer_kind lm_tokenizer_get_kind(const lm_tokenizer *t);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -103,15 +104,32 @@ static void usage(FILE *f) {
             "  generate MODEL -p PROMPT   generate text\n"
             "  eval MODEL FILE            cross-entropy and perplexity over a text file\n"
             "  convert MODEL -o DIR       save MODEL as a Hugging Face directory\n"
+            "  train --data DIR -o OUT    train a model (resumable)\n"
             "  activations MODEL FILE --hook NAME -o DIR\n"
-            "                             write activations at hook points as safetensors shards\n\n"
+            "                             write activations at hook points as safetensors shards\n"
+            "  bpe-train FILE... --vocab-size N -o tokenizer.json\n"
+            "                             learn a byte-level BPE tokenizer from text\n"
+            "  tokenize-data TOKENIZER FILE... -o DIR\n"
+            "                             write token shards (train/validation split) for training\n\n"
             "MODEL is a Hugging Face directory (config.json + safetensors), a GGUF file or a\n"
             "llama2.c .bin checkpoint.\n"
             "Run `lumen <command> --help` for a command's options.\n",
             LUMEN_VERSION);
 }
 
+/* libgomp reads OMP_WAIT_POLICY once, when it is loaded. Its default spins idle threads for a
+ * while; when another process holds a core (or ctest runs tests side by side), a spinning
+ * barrier can make small models tens of times slower. Unless the user chose a policy, lumen
+ * re-executes itself once with the passive one, which costs nothing measurable on large work. */
+static void ensure_wait_policy(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 0) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* exec failed (no /proc, say): carry on with the default policy */
+}
+
 int main(int argc, char **argv) {
+    ensure_wait_policy(argv);
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE;
@@ -131,7 +149,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(verb, "generate")) rc = cmd_generate(argc - 1, argv + 1);
     else if (!strcmp(verb, "eval")) rc = cmd_eval(argc - 1, argv + 1);
     else if (!strcmp(verb, "convert")) rc = cmd_convert(argc - 1, argv + 1);
+    else if (!strcmp(verb, "train")) rc = cmd_train(argc - 1, argv + 1);
     else if (!strcmp(verb, "activations")) rc = cmd_activations(argc - 1, argv + 1);
+    else if (!strcmp(verb, "bpe-train")) rc = cmd_bpe_train(argc - 1, argv + 1);
+    else if (!strcmp(verb, "tokenize-data")) rc = cmd_tokenize_data(argc - 1, argv + 1);
     else {
         fprintf(stderr, "lumen: unknown command '%s'\n\n", verb);
         usage(stderr);

@@ -138,7 +138,7 @@ void lm_embedding_row(float *out, const lm_weight *W, size_t r) {
 }
 
 void lm_rmsnorm(float *out, const float *x, const float *w, size_t n, size_t d, float eps) {
-#pragma omp parallel for schedule(static) if (n > 8)
+#pragma omp parallel for schedule(static) if (n * d > 32768)
     for (size_t t = 0; t < n; t++) {
         const float *xr = x + t * d;
         float *o = out + t * d;
@@ -150,7 +150,7 @@ void lm_rmsnorm(float *out, const float *x, const float *w, size_t n, size_t d, 
 }
 
 void lm_layernorm(float *out, const float *x, const float *w, const float *b, size_t n, size_t d, float eps) {
-#pragma omp parallel for schedule(static) if (n > 8)
+#pragma omp parallel for schedule(static) if (n * d > 32768)
     for (size_t t = 0; t < n; t++) {
         const float *xr = x + t * d;
         float *o = out + t * d;
@@ -175,7 +175,7 @@ void lm_rope_inv_freq(float *inv_freq, size_t head_dim, float theta) {
 void lm_rope(float *x, size_t n_tok, size_t n_heads, size_t head_dim, size_t pos0, const float *inv_freq,
              lm_rope_style style) {
     size_t half = head_dim / 2;
-#pragma omp parallel for schedule(static) if (n_tok > 8)
+#pragma omp parallel for schedule(static) if (n_tok * n_heads * head_dim > 32768)
     for (size_t t = 0; t < n_tok; t++) {
         float pos = (float)(pos0 + t);
         for (size_t i = 0; i < half; i++) {
@@ -207,7 +207,7 @@ static void softmax_row(float *x, size_t d) {
 }
 
 void lm_softmax(float *x, size_t n, size_t d) {
-#pragma omp parallel for schedule(static) if (n > 8)
+#pragma omp parallel for schedule(static) if (n * d > 32768)
     for (size_t t = 0; t < n; t++) softmax_row(x + t * d, d);
 }
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "../model/model_internal.h"
-#include "lumen/trainer.h"
+#include "lumen/train.h"
 
 /* Saved activations and gradient scratch of one training forward over N = B*T tokens. */
 typedef struct acts {
