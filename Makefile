@@ -11,7 +11,7 @@ endif
 ASSETS ?= ../shared/assets
 LUMEN := $(BUILD)/lumen
 
-.PHONY: all setup build demo test bench crosscheck clean
+.PHONY: all setup build demo test bench crosscheck model clean
 
 all: build
 
@@ -31,6 +31,9 @@ test: build
 
 bench: build
 	@sh bench/run.sh
+
+model: build
+	@sh tools/make_model.sh
 
 crosscheck:
 	@sh tools/crosscheck.sh

@@ -300,6 +300,15 @@ int main(void) {
     check_batch_consistency(tiny);
     check_fixture("models/llama-2-tiny-random/llama-2-tiny-random.gguf", "llama2_tiny_random_logits", 1e-4);
     check_fixture("models/stories260K/stories260K.gguf", "stories260k_logits", 1e-4);
+    /* multiple choice: the model that wrote the golden story knows how stories begin */
+    if (lm_model_load(gguf, &m) == LM_OK) {
+        const char *choices[] = {"dog", "time", "table", "red"};
+        double lp[4];
+        int best = -1;
+        CHECK(lm_choice_score(m, m->tokenizer, "Once upon a", choices, 4, lp, &best) == LM_OK);
+        CHECKF(best == 1 && lp[1] > -1.0, "best %d, log p(time) %g", best, lp[1]);
+        lm_model_free(m);
+    }
     check_broken(bin, gguf);
     check_separate_classifier(bin, tok, golden);
     lm_tensor_release_scratch();

@@ -202,6 +202,12 @@ typedef struct lm_harvest_result {
 lm_status lm_harvest(const lm_model *m, const int32_t *ids, size_t n, const lm_harvest_opts *o, const char *out_dir,
                      lm_progress_cb cb, void *ud, lm_harvest_result *res);
 
+/* Multiple choice: the log-probability of each choice's tokens (encoded with a leading space,
+ * as they follow the prompt in running text) after the prompt; *best is the argmax. logprobs
+ * (n_choices) may be NULL. */
+lm_status lm_choice_score(const lm_model *m, const lm_tokenizer *tok, const char *prompt, const char *const *choices,
+                          int n_choices, double *logprobs, int *best);
+
 /* Sampling. temperature 0 = greedy argmax; top_k <= 0 disables; top_p >= 1 disables. */
 typedef struct lm_sampler {
     float temperature;

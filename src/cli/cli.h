@@ -32,6 +32,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_mc_eval(int argc, char **argv);
 int cmd_activations(int argc, char **argv);
 int cmd_bpe_train(int argc, char **argv);
 int cmd_tokenize_data(int argc, char **argv);

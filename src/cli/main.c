@@ -105,6 +105,7 @@ static void usage(FILE *f) {
             "  eval MODEL FILE            cross-entropy and perplexity over a text file\n"
             "  convert MODEL -o DIR       save MODEL as a Hugging Face directory\n"
             "  train --data DIR -o OUT    train a model (resumable)\n"
+            "  mc-eval MODEL FILE.json    multiple-choice accuracy (e.g. calendar arithmetic)\n"
             "  activations MODEL FILE --hook NAME -o DIR\n"
             "                             write activations at hook points as safetensors shards\n"
             "  bpe-train FILE... --vocab-size N -o tokenizer.json\n"
@@ -150,6 +151,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(verb, "eval")) rc = cmd_eval(argc - 1, argv + 1);
     else if (!strcmp(verb, "convert")) rc = cmd_convert(argc - 1, argv + 1);
     else if (!strcmp(verb, "train")) rc = cmd_train(argc - 1, argv + 1);
+    else if (!strcmp(verb, "mc-eval")) rc = cmd_mc_eval(argc - 1, argv + 1);
     else if (!strcmp(verb, "activations")) rc = cmd_activations(argc - 1, argv + 1);
     else if (!strcmp(verb, "bpe-train")) rc = cmd_bpe_train(argc - 1, argv + 1);
     else if (!strcmp(verb, "tokenize-data")) rc = cmd_tokenize_data(argc - 1, argv + 1);
