@@ -25,19 +25,28 @@ lm_status lm_choice_score(const lm_model *m, const lm_tokenizer *tok, const char
     double best_lp = -INFINITY;
     *best = -1;
     for (int c = 0; c < n_choices && st == LM_OK; c++) {
-        size_t len = strlen(choices[c]);
-        char *text = malloc(len + 2);
-        int32_t *c_ids = NULL;
-        size_t n_c = 0;
+        /* the choice's tokens are those that follow the prompt's in the encoding of the whole
+         * text; encoding it alone would add SentencePiece's dummy-prefix space */
+        size_t plen = strlen(prompt), len = strlen(choices[c]);
+        char *text = malloc(plen + len + 2);
+        int32_t *f_ids = NULL, *c_ids = NULL;
+        size_t n_f = 0, n_c = 0;
         if (!text) {
             st = lm_fail(LM_ERR_NOMEM, "choice: out of memory");
             break;
         }
-        text[0] = ' ';
-        memcpy(text + 1, choices[c], len + 1);
-        st = lm_tokenizer_encode(tok, text, len + 1, 0, &c_ids, &n_c);
+        memcpy(text, prompt, plen);
+        text[plen] = ' ';
+        memcpy(text + plen + 1, choices[c], len + 1);
+        st = lm_tokenizer_encode(tok, text, plen + len + 1, lm_tokenizer_wants_bos(tok), &f_ids, &n_f);
         free(text);
-        if (st == LM_OK && n_c == 0) st = lm_fail(LM_ERR_ARG, "choice: '%s' encodes to no tokens", choices[c]);
+        if (st == LM_OK && (n_f <= n_p || memcmp(f_ids, p_ids, n_p * sizeof *p_ids) != 0))
+            st = lm_fail(LM_ERR_ARG, "choice: '%s' does not extend the prompt's tokens (the prompt's last token merges "
+                                     "with the choice)", choices[c]);
+        if (st == LM_OK) {
+            n_c = n_f - n_p;
+            c_ids = f_ids + n_p;
+        }
         size_t n = n_p + n_c;
         int32_t *all = st == LM_OK ? malloc(n * sizeof *all) : NULL;
         float *logits = st == LM_OK ? lm_malloc(n * V, sizeof(float)) : NULL;
@@ -62,7 +71,7 @@ lm_status lm_choice_score(const lm_model *m, const lm_tokenizer *tok, const char
         lm_state_free(s);
         free(logits);
         free(all);
-        free(c_ids);
+        free(f_ids);
     }
     free(p_ids);
     return st;
