@@ -22,9 +22,21 @@ build: setup
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+MODEL ?= models/lumen-tiny
+CALENDAR_PROMPTS = "Thursday plus three days is" "Wednesday plus five days is" "If today is Tuesday, then in six days it will be" "Five months from October is"
+
 demo: build
-	@echo "== lumen demo: greedy story from stories260K =="
-	@$(LUMEN) generate $(ASSETS)/models/stories260K/stories260K.bin --tokenizer $(ASSETS)/models/stories260K/tok512.bin -p "" -n 256 -t 0
+	@echo "== lumen demo: the model that ships with lumen ($(MODEL)) =="
+	@$(LUMEN) info $(MODEL)
+	@echo
+	@echo "== a generated paragraph (temperature 0.8, seed 1) =="
+	@$(LUMEN) generate $(MODEL) -p "Once upon a time" -n 96 -t 0.8 --top-p 0.95 --seed 1
+	@echo
+	@echo "== held-out calendar prompts (greedy) =="
+	@for p in $(CALENDAR_PROMPTS); do $(LUMEN) generate $(MODEL) -p "$$p" -n 1 -t 0; done
+	@echo
+	@echo "== accuracy on all held-out calendar prompts =="
+	@$(LUMEN) mc-eval $(MODEL) data/calendar_eval.json
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -1,11 +1,12 @@
 #!/bin/sh
-# run.sh - `make bench`: lumen vs PyTorch on the same random GPT-2-small-sized Llama.
+# run.sh - `make bench`: lumen vs PyTorch on the same random models, side by side.
 #
-# Runs build/bench_llama (lumen, C) and bench/bench_llama.py (PyTorch) with the same
-# thread count, prints them side by side with the ratio lumen / pytorch, and writes
-# the results to $BUILD/bench_results.json.
+# Two models, each built by lumen (build/bench_*, C) and by plain PyTorch (bench/bench_*.py)
+# with the same thread count: a GPT-2-small-sized Llama (bench_llama) and GPT-2 small itself
+# (bench_gpt2). Prints each pair side by side with the ratio lumen / pytorch, and writes all
+# results to $BUILD/bench_results.json.
 #
-#   sh bench/run.sh [--threads N]      (default 2; also THREADS=N)
+#   sh bench/run.sh [--threads N] [--model llama|gpt2|all]   (defaults 2 and all; also THREADS=N)
 #
 # Environment: BUILD (build directory, default build; `make bench` builds it),
 # PYTHON (a Python with torch; default .venv/bin/python if present, else python3).
@@ -13,15 +14,24 @@ set -e
 
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
+MODEL=all
+usage() { echo "usage: $0 [--threads N] [--model llama|gpt2|all]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --threads) THREADS=$2; shift 2 ;;
+        --threads) [ $# -ge 2 ] || usage; THREADS=$2; shift 2 ;;
         --threads=*) THREADS=${1#--threads=}; shift ;;
-        *) echo "usage: $0 [--threads N]" >&2; exit 2 ;;
+        --model) [ $# -ge 2 ] || usage; MODEL=$2; shift 2 ;;
+        --model=*) MODEL=${1#--model=}; shift ;;
+        *) usage ;;
     esac
 done
+case "$MODEL" in
+    llama) MODELS=llama ;;
+    gpt2) MODELS=gpt2 ;;
+    all) MODELS="llama gpt2" ;;
+    *) usage ;;
+esac
 BUILD=${BUILD:-build}
-BIN="$BUILD/bench_llama"
 
 if [ -z "$PYTHON" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -32,38 +42,80 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
     echo "  'pip install -r tools/requirements.txt', or set PYTHON=/path/to/python-with-torch." >&2
     exit 1
 fi
-if [ ! -x "$BIN" ]; then
-    echo "bench: $BIN not found; build first (make bench, or cmake --build $BUILD)" >&2
-    exit 1
-fi
+for m in $MODELS; do
+    if [ ! -x "$BUILD/bench_$m" ]; then
+        echo "bench: $BUILD/bench_$m not found; build first (make bench, or cmake --build $BUILD)" >&2
+        exit 1
+    fi
+done
 
 # Each side gets the same thread count, through its own knob and the usual variables.
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are left as the environment has them.
 export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
-echo "== lumen ($BIN, $THREADS threads)"
-LUMEN_JSON=$("$BIN" --threads "$THREADS")
-echo "$LUMEN_JSON"
-echo "== pytorch ($PYTHON bench/bench_llama.py, $THREADS threads)"
-TORCH_JSON=$("$PYTHON" bench/bench_llama.py --threads "$THREADS")
-echo "$TORCH_JSON"
+# One JSON line per side and model; a lumen binary exits non-zero when its self-check fails,
+# which stops the run here (set -e) instead of reporting void numbers.
+LLAMA_LUMEN={} LLAMA_TORCH={} GPT2_LUMEN={} GPT2_TORCH={}
+for m in $MODELS; do
+    echo "== lumen ($BUILD/bench_$m, $THREADS threads)"
+    L=$("$BUILD/bench_$m" --threads "$THREADS")
+    echo "$L"
+    echo "== pytorch ($PYTHON bench/bench_$m.py, $THREADS threads)"
+    T=$("$PYTHON" "bench/bench_$m.py" --threads "$THREADS")
+    echo "$T"
+    if [ "$m" = llama ]; then LLAMA_LUMEN=$L LLAMA_TORCH=$T; else GPT2_LUMEN=$L GPT2_TORCH=$T; fi
+done
 
-"$PYTHON" - "$LUMEN_JSON" "$TORCH_JSON" "$BUILD/bench_results.json" <<'PY'
+"$PYTHON" - "$LLAMA_LUMEN" "$LLAMA_TORCH" "$GPT2_LUMEN" "$GPT2_TORCH" "$BUILD/bench_results.json" "$THREADS" <<'PY'
 import json, os, sys
 
-lumen, torch_ = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-out = sys.argv[3]
-print()
-print("Llama 12L d768 12H ffn2048 vocab32000 f32, %d threads" % lumen["threads"])
-print("%-22s %12s %12s %9s" % ("", "lumen", "pytorch", "ratio"))
-ratio = {}
-for key, label in (("prefill_tok_s", "prefill (512) tok/s"), ("decode_tok_s", "decode (128) tok/s")):
-    r = lumen[key] / torch_[key]
-    ratio[key] = round(r, 3)
-    print("%-22s %12.1f %12.1f %8.2fx" % (label, lumen[key], torch_[key], r))
-res = {"model": {"n_layers": 12, "dim": 768, "n_heads": 12, "hidden_dim": 2048, "vocab": 32000,
-                 "dtype": "f32", "prompt": 512, "new_tokens": 128},
-       "lumen": lumen, "pytorch": torch_, "ratio_lumen_over_pytorch": ratio}
+llama_l, llama_t, gpt2_l, gpt2_t = (json.loads(a) for a in sys.argv[1:5])
+out, threads = sys.argv[5], int(sys.argv[6])
+res = {"threads": threads}
+
+
+def table(title, rows, lumen, torch_):
+    """rows: (label, lumen key, pytorch key, aim or None); returns {lumen key: ratio}."""
+    print()
+    print(title)
+    print("%-34s %10s %10s %8s  %s" % ("", "lumen", "pytorch", "ratio", "aim"))
+    ratio = {}
+    for label, lk, tk, aim in rows:
+        if lk not in lumen or tk not in torch_:
+            continue
+        r = lumen[lk] / torch_[tk]
+        ratio[lk] = round(r, 3)
+        mark = "" if aim is None else ">= %.1fx %s" % (aim, "met" if r >= aim else "MISSED")
+        print("%-34s %10.1f %10.1f %7.2fx  %s" % (label, lumen[lk], torch_[tk], r, mark))
+    return ratio
+
+
+if llama_l:
+    ratio = table("Llama 12L d768 12H ffn2048 vocab32000 f32, %d threads" % threads,
+                  (("prefill (512) tok/s", "prefill_tok_s", "prefill_tok_s", None),
+                   ("decode (128) tok/s", "decode_tok_s", "decode_tok_s", None)), llama_l, llama_t)
+    res["llama"] = {"model": {"n_layers": 12, "dim": 768, "n_heads": 12, "hidden_dim": 2048, "vocab": 32000,
+                              "dtype": "f32", "prompt": 512, "new_tokens": 128},
+                    "lumen": llama_l, "pytorch": llama_t, "ratio_lumen_over_pytorch": ratio}
+if gpt2_l:
+    # BF16 rows compare lumen's BF16 weights against PyTorch in f32 (the reference figure);
+    # PyTorch's own BF16 decode is printed for information.
+    rows = (("prefill 1x512 (last logits) tok/s", "prefill_512_tok_s", "prefill_512_tok_s", 1.8),
+            ("prefill 8x128 (all logits) tok/s", "prefill_8x128_tok_s", "prefill_8x128_tok_s", 1.8),
+            ("decode 128 after 16 tok/s", "decode_tok_s", "decode_tok_s", 1.2),
+            ("activations 8x128, 1 hook tok/s", "activations_tok_s", "activations_tok_s", None),
+            ("decode, lumen BF16 vs torch f32", "decode_bf16_tok_s", "decode_tok_s", 1.8),
+            ("prefill 1x512, lumen BF16 vs f32", "prefill_512_bf16_tok_s", "prefill_512_tok_s", None))
+    ratio = table("GPT-2 small 12L d768 12H ffn3072 vocab50257 tied, f32, %d threads" % threads,
+                  rows, gpt2_l, gpt2_t)
+    if "decode_bf16_tok_s" in gpt2_t:
+        print("%-34s %10s %10.1f" % ("(torch BF16 decode tok/s)", "", gpt2_t["decode_bf16_tok_s"]))
+    res["gpt2"] = {"model": {"n_layers": 12, "dim": 768, "n_heads": 12, "hidden_dim": 3072, "vocab": 50257,
+                             "ctx": 1024, "tied_head": True, "dtype": "f32", "prefill": [[1, 512], [8, 128]],
+                             "decode": {"prompt": 16, "new_tokens": 128},
+                             "activations": {"hook": "blocks.6.hook_resid_post", "batch": [8, 128], "calls": 4}},
+                   "lumen": gpt2_l, "pytorch": gpt2_t, "ratio_lumen_over_pytorch": ratio,
+                   "ratio_note": "decode_bf16_tok_s and prefill_512_bf16_tok_s are over PyTorch's f32 figures"}
 tmp = "%s.tmp.%d" % (out, os.getpid())
 with open(tmp, "w") as f:
     json.dump(res, f, indent=2)

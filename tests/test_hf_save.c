@@ -109,6 +109,41 @@ int main(void) {
         lm_safetensors_close(e);
         lm_model_free(m);
     }
+    /* the model lumen trained and ships, against transformers (tools/make_trained_fixture.py) */
+    {
+        char exp[4096];
+        snprintf(exp, sizeof exp, "%s/hf/lumen_tiny.expect.safetensors", fx);
+        lm_safetensors *e = NULL;
+        lm_model *m = NULL;
+        const char *dir_env = getenv("LUMEN_MODELS");
+        char mdir[4096];
+        snprintf(mdir, sizeof mdir, "%s/lumen-tiny", dir_env ? dir_env : "models");
+        CHECKF(lm_safetensors_open(exp, &e) == LM_OK, "%s", lm_errmsg());
+        CHECKF(lm_model_load(mdir, &m) == LM_OK, "%s", lm_errmsg());
+        if (e && m) {
+            const lm_st_tensor *ids = lm_safetensors_find(e, "input_ids"), *lg = lm_safetensors_find(e, "logits");
+            const char *text = lm_safetensors_meta(e, "text");
+            CHECK(ids && lg && text && m->tokenizer);
+            if (ids && lg && text && m->tokenizer) {
+                int32_t *mine = NULL;
+                size_t n = 0;
+                CHECK(lm_tokenizer_encode(m->tokenizer, text, strlen(text), 0, &mine, &n) == LM_OK);
+                CHECK(n == ids->n_elements && mine && memcmp(mine, ids->data, n * 4) == 0);
+                free(mine);
+                int T = (int)ids->n_elements;
+                size_t V = (size_t)m->cfg.vocab_size;
+                float *out = malloc((size_t)T * V * 4);
+                CHECK(lg->n_elements == (size_t)T * V);
+                CHECK(logits_of(m, ids->data, T, out) == 0);
+                double err = rel_err(out, lg->data, (size_t)T * V);
+                CHECKF(err < 1e-4, "transformers on models/lumen-tiny: rel err %g", err);
+                fprintf(stderr, "models/lumen-tiny, transformers vs lumen: rel err %.3g\n", err);
+                free(out);
+            }
+        }
+        lm_safetensors_close(e);
+        lm_model_free(m);
+    }
     lm_tensor_release_scratch();
     return check_result();
 }

@@ -206,5 +206,18 @@ print("stories260k_converted: max rel err %.2e (%s)" % (rel, "ok" if rel < 1e-5 
 sys.exit(0 if rel < 1e-5 else 1)
 PY
 
+echo "== the model lumen trained (models/lumen-tiny), loaded by transformers (tools/make_trained_fixture.py)"
+.venv/bin/python tools/make_trained_fixture.py --out "$TMP/trained"
+.venv/bin/python - "$TMP/trained/lumen_tiny.expect.safetensors" tests/fixtures/hf/lumen_tiny.expect.safetensors <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+assert (a["input_ids"] == b["input_ids"]).all(), "input ids differ"
+rel = float(np.max(np.abs(a["logits"] - b["logits"])) / np.max(np.abs(b["logits"])))
+print("lumen_tiny: max rel err %.2e (%s)" % (rel, "ok" if rel < 1e-5 else "FAIL"))
+sys.exit(0 if rel < 1e-5 else 1)
+PY
+
 echo "== running the C test suite"
 make test
