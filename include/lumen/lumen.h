@@ -2,6 +2,7 @@
 #ifndef LUMEN_H
 #define LUMEN_H
 
+#include "lumen/analysis.h"
 #include "lumen/base.h"
 #include "lumen/format.h"
 #include "lumen/model.h"

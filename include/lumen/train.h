@@ -198,6 +198,7 @@ typedef struct lm_train_opts {
     uint64_t seed;
     int progress;           /* progress line on stderr */
     float linearity_reg;    /* cosine regulariser weight (0: off) */
+    long fault_nan_at_step; /* tests only: poison a weight before this step (0: never) */
 } lm_train_opts;
 
 typedef struct lm_train_result {

@@ -305,6 +305,10 @@ lm_status lm_train_run(const lm_train_opts *o, lm_train_result *res) {
     while (st == LM_OK && R.step < o->steps) {
         double ts = lm_now();
         lm_trainable_zero_grad(R.t);
+        if (o->fault_nan_at_step && R.step + 1 == o->fault_nan_at_step) {
+            /* fault injection for tests: a NaN in the final norm makes every logit NaN */
+            ((float *)R.t->model->final_norm)[0] = NAN;
+        }
         double step_loss = 0;
         for (int a = 0; a < o->accum && st == LM_OK; a++) {
             st = lm_data_sample(R.train, &R.rng, o->batch, o->ctx, in, tg);
