@@ -89,9 +89,10 @@ typedef struct lm_linearity_result {
 } lm_linearity_result;
 
 /* Runs ids (n tokens) through m, captures h_0 .. h_L and analyses them. Needs
- * (n_layers + 1) * n * d floats, plus per analysis thread about 3 n d + 3 d^2 doubles (threads
- * are capped to keep that under 2 GiB). LM_ERR_ARG if fewer than 3 rows remain. res is owned
- * by the caller: release with lm_linearity_result_free. */
+ * (n_layers + 1) * n * d floats for the states, plus per analysis thread about 7 n d + 5 d^2
+ * doubles; threads are capped to keep those under a quarter of the machine's memory (at least
+ * 2 GiB). LM_ERR_ARG if fewer than 3 rows remain. res is owned by the caller: release it with
+ * lm_linearity_result_free. o may be NULL (all defaults, BOS rows kept). */
 lm_status lm_linearity_profile(const lm_model *m, const int32_t *ids, size_t n, const lm_linearity_opts *o,
                                lm_linearity_result *res);
 /* The analysis part alone, on states already in memory: h[i] is [n, d] for i = 0..n_layers
