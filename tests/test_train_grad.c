@@ -143,6 +143,56 @@ static void check_case(const char *fx, const char *name, const map *maps, size_t
     lm_safetensors_close(e);
 }
 
+/* The cosine regulariser's gradient against a central difference of the whole loss along a
+ * random direction (float forward, so a loose tolerance; with weight 5 the regulariser is
+ * about 40% of the derivative, so an error in its gradient cannot hide). */
+static void check_cosine_reg(void) {
+    lm_config c = {0};
+    c.arch = LM_ARCH_LLAMA;
+    c.dim = 16;
+    c.n_layers = 3;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    c.hidden_dim = 32;
+    c.vocab_size = 50;
+    c.seq_len = 8;
+    lm_trainable *t = NULL;
+    CHECK(lm_trainable_new(&c, 3, &t) == LM_OK);
+    if (!t) return;
+    /* larger weights so that the blocks move the residual stream */
+    for (size_t i = 0; i < t->n_floats; i++) t->params[i] *= 2.0f;
+    t->linearity_reg = 5.0f;
+    int32_t in[16], tg[16];
+    for (int i = 0; i < 16; i++) {
+        in[i] = (i * 7 + 3) % 50;
+        tg[i] = (i * 11 + 1) % 50;
+    }
+    double l0 = 0, lp = 0, lm = 0;
+    lm_trainable_zero_grad(t);
+    CHECK(lm_train_step_grad(t, in, tg, 2, 8, 1.0f, &l0) == LM_OK);
+    CHECK(t->last_reg > 0.01);
+    lm_rng r;
+    lm_rng_seed(&r, 9);
+    float *dir = malloc(t->n_floats * sizeof(float)), *g = malloc(t->n_floats * sizeof(float));
+    memcpy(g, t->grads, t->n_floats * sizeof(float));
+    double gv = 0;
+    for (size_t i = 0; i < t->n_floats; i++) {
+        dir[i] = lm_rng_normal(&r);
+        gv += (double)g[i] * dir[i];
+    }
+    const float eps = 3e-4f;
+    for (size_t i = 0; i < t->n_floats; i++) t->params[i] += eps * dir[i];
+    CHECK(lm_train_step_grad(t, in, tg, 2, 8, 1.0f, &lp) == LM_OK);
+    for (size_t i = 0; i < t->n_floats; i++) t->params[i] -= 2 * eps * dir[i];
+    CHECK(lm_train_step_grad(t, in, tg, 2, 8, 1.0f, &lm) == LM_OK);
+    double fd = (lp - lm) / (2.0 * eps);
+    CHECKF(fabs(fd - gv) < 5e-3 * fabs(gv), "cosine regulariser: directional derivative %g vs finite difference %g", gv, fd);
+    fprintf(stderr, "cosine regulariser: directional derivative %.6g, finite difference %.6g (reg %g)\n", gv, fd, t->last_reg);
+    free(dir);
+    free(g);
+    lm_trainable_free(t);
+}
+
 int main(void) {
     lm_set_threads(2);
     const char *fx = getenv("LUMEN_FIXTURES");
@@ -150,6 +200,7 @@ int main(void) {
     check_case(fx, "gpt2", k_gpt2, sizeof k_gpt2 / sizeof k_gpt2[0]);
     check_case(fx, "llama", k_llama, sizeof k_llama / sizeof k_llama[0]);
     check_case(fx, "llama_tied", k_llama, sizeof k_llama / sizeof k_llama[0]);
+    check_cosine_reg();
     /* schedule */
     CHECK(fabsf(lm_lr_schedule(0, 10, 100, 1e-3f, 1e-4f) - 1e-4f) < 1e-9f);
     CHECK(fabsf(lm_lr_schedule(9, 10, 100, 1e-3f, 1e-4f) - 1e-3f) < 1e-9f);

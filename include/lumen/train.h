@@ -148,6 +148,10 @@ typedef struct lm_trainable {
     size_t n_table;
     /* activations of the last training forward, sized for max_tokens */
     void *acts;
+    /* cosine regulariser (Razzhigaev et al. 2024): loss += linearity_reg * mean over layers and
+     * tokens of (1 - cos(h_i, h_{i+1})), h_0 the embedding output, h_{i+1} block i's output */
+    float linearity_reg;
+    double last_reg;   /* the regulariser's mean (before the weight) in the last step */
 } lm_trainable;
 
 /* New parameters for cfg, initialised as GPT-2 does: N(0, 0.02), the output projections of
@@ -159,9 +163,10 @@ void lm_trainable_free(lm_trainable *t);
 void lm_trainable_zero_grad(lm_trainable *t);
 
 /* Forward and backward over B sequences of T tokens: inputs[B*T], targets[B*T] (targets < 0
- * ignored). The loss is the mean next-token cross-entropy over the counted targets; the
- * gradient of loss * grad_scale is ACCUMULATED into t->grads (grad_scale = 1/accumulation
- * steps). *loss receives the unscaled mean. */
+ * ignored). The loss is the mean next-token cross-entropy over the counted targets, plus the
+ * cosine regulariser when t->linearity_reg > 0; the gradient of loss * grad_scale is
+ * ACCUMULATED into t->grads (grad_scale = 1/accumulation steps). *loss receives the unscaled
+ * total; t->last_reg the regulariser's mean. */
 lm_status lm_train_step_grad(lm_trainable *t, const int32_t *inputs, const int32_t *targets, int B, int T,
                              float grad_scale, double *loss);
 /* The loss alone (no gradient), for evaluation. */

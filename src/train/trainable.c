@@ -29,13 +29,15 @@ typedef struct acts {
     /* gradient scratch */
     float *dx, *dxn, *dq, *dk, *dv, *datt, *dh, *dh1, *dh3, *dxf;
     float *att_scratch;
+    float *dreg;  /* [L+1, N, d] gradient of the cosine regulariser w.r.t. each residual state */
+    int has_reg;
 } acts;
 
 static void acts_free(acts *a) {
     if (!a) return;
     float **bufs[] = {&a->x,  &a->xn1, &a->q,  &a->k,   &a->v,   &a->probs, &a->att, &a->xmid, &a->xn2,
                       &a->h1, &a->h3,  &a->h,  &a->xf,  &a->logits, &a->dx, &a->dxn, &a->dq,   &a->dk,
-                      &a->dv, &a->datt, &a->dh, &a->dh1, &a->dh3, &a->dxf, &a->att_scratch};
+                      &a->dv, &a->datt, &a->dh, &a->dh1, &a->dh3, &a->dxf, &a->att_scratch, &a->dreg};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
@@ -47,7 +49,9 @@ static lm_status acts_ensure(lm_trainable *t, int B, int T) {
     const lm_config *c = &t->model->cfg;
     acts *a = t->acts;
     size_t N = (size_t)B * T;
-    if (a && a->cap_tokens >= N && a->cap_seq_t >= (size_t)T && (size_t)B * T * T <= a->cap_tokens * a->cap_seq_t) {
+    int has_reg = a && a->has_reg;
+    if (a && a->cap_tokens >= N && a->cap_seq_t >= (size_t)T && (size_t)B * T * T <= a->cap_tokens * a->cap_seq_t &&
+        has_reg == (t->linearity_reg > 0)) {
         a->B = B;
         a->T = T;
         return LM_OK;
@@ -62,6 +66,7 @@ static lm_status acts_ensure(lm_trainable *t, int B, int T) {
     if (hid > wide) wide = hid;
     a->cap_tokens = N;
     a->cap_seq_t = (size_t)T;
+    a->has_reg = t->linearity_reg > 0;
     a->B = B;
     a->T = T;
     int llama = c->act == LM_ACT_SWIGLU;
@@ -90,9 +95,10 @@ static lm_status acts_ensure(lm_trainable *t, int B, int T) {
     a->dh3 = lm_aligned_alloc(N * hid, 4);
     a->dxf = lm_aligned_alloc(N * d, 4);
     a->att_scratch = lm_aligned_alloc(lm_attention_train_scratch((size_t)T), 4);
+    a->dreg = t->linearity_reg > 0 ? lm_aligned_alloc((L + 1) * N * d, 4) : lm_aligned_alloc(1, 4);
     float *all[] = {a->x,  a->xn1, a->q,  a->k,  a->v,  a->probs, a->att, a->xmid, a->xn2, a->h1,
                     a->h3, a->h,   a->xf, a->logits, a->dx, a->dxn, a->dq,  a->dk,   a->dv,  a->datt,
-                    a->dh, a->dh1, a->dh3, a->dxf, a->att_scratch};
+                    a->dh, a->dh1, a->dh3, a->dxf, a->att_scratch, a->dreg};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!all[i]) {
             acts_free(a);
@@ -421,6 +427,37 @@ static lm_status forward(lm_trainable *t, const int32_t *inputs, int B, int T) {
     return LM_OK;
 }
 
+/* The cosine regulariser over the residual states x[0..L]: returns its mean of (1 - cos) over the
+ * L pairs and N tokens, and writes weight * d(mean)/dx into a->dreg. */
+static double cosine_reg(lm_trainable *t, float weight) {
+    const lm_config *c = &t->model->cfg;
+    acts *a = t->acts;
+    size_t N = (size_t)a->B * a->T, d = (size_t)c->dim, L = (size_t)c->n_layers;
+    memset(a->dreg, 0, (L + 1) * N * d * sizeof(float));
+    double total = 0, scale = (double)weight / (double)(L * N);
+#pragma omp parallel for reduction(+ : total) schedule(static) if (N * d * L > 65536)
+    for (size_t i = 0; i < N; i++) {
+        for (size_t l = 0; l < L; l++) {
+            const float *x = a->x + (l * N + i) * d, *y = a->x + ((l + 1) * N + i) * d;
+            double xy = 0, xx = 0, yy = 0;
+            for (size_t j = 0; j < d; j++) {
+                xy += (double)x[j] * y[j];
+                xx += (double)x[j] * x[j];
+                yy += (double)y[j] * y[j];
+            }
+            double nx = sqrt(xx) + 1e-12, ny = sqrt(yy) + 1e-12, cs = xy / (nx * ny);
+            total += 1.0 - cs;
+            /* d(1 - cos)/dx = -(y / (|x||y|) - cos x / |x|^2), and symmetrically for y */
+            float *gx = a->dreg + (l * N + i) * d, *gy = a->dreg + ((l + 1) * N + i) * d;
+            for (size_t j = 0; j < d; j++) {
+                gx[j] += (float)(-scale * (y[j] / (nx * ny) - cs * x[j] / (nx * nx)));
+                gy[j] += (float)(-scale * (x[j] / (nx * ny) - cs * y[j] / (ny * ny)));
+            }
+        }
+    }
+    return total / (double)(L * N);
+}
+
 static void backward(lm_trainable *t, const int32_t *inputs) {
     lm_model *m = t->model;
     const lm_config *c = &m->cfg;
@@ -434,6 +471,9 @@ static void backward(lm_trainable *t, const int32_t *inputs) {
     lm_linear_backward(a->dxf, G(t, m->output.data), NULL, a->logits, a->xf, m->output.data, N, d, V);
     memset(a->dx, 0, N * d * sizeof(float));
     norm_bwd(t, a->dx, a->dxf, a->x + (size_t)c->n_layers * N * d, m->final_norm, m->final_norm_b, N);
+    int reg = t->linearity_reg > 0;
+    if (reg)
+        for (size_t i = 0; i < N * d; i++) a->dx[i] += a->dreg[(size_t)c->n_layers * N * d + i];
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const lm_layer *ly = &m->layers[l];
         size_t L = (size_t)l;
@@ -479,6 +519,9 @@ static void backward(lm_trainable *t, const int32_t *inputs) {
         lm_linear_backward(a->dxn, G(t, ly->wk.data), G(t, ly->bk), a->dk, xn1, ly->wk.data, N, d, kvd);
         lm_linear_backward(a->dxn, G(t, ly->wv.data), G(t, ly->bv), a->dv, xn1, ly->wv.data, N, d, kvd);
         norm_bwd(t, a->dx, a->dxn, xl, ly->attn_norm, ly->attn_norm_b, N);
+        /* a->dx is now dL/dx_l, where the regulariser also touches x_l */
+        if (reg)
+            for (size_t i = 0; i < N * d; i++) a->dx[i] += a->dreg[(size_t)l * N * d + i];
     }
     lm_embedding_backward(G(t, m->tok_embeddings.data), a->dx, inputs, N, d);
     if (c->learned_pos) {
@@ -496,6 +539,11 @@ lm_status lm_train_step_grad(lm_trainable *t, const int32_t *inputs, const int32
     size_t V = (size_t)t->model->cfg.vocab_size;
     /* the gradient overwrites the logits row by row */
     *loss = lm_cross_entropy(a->logits, a->logits, targets, (size_t)B * T, V, grad_scale);
+    t->last_reg = 0;
+    if (t->linearity_reg > 0) {
+        t->last_reg = cosine_reg(t, t->linearity_reg * grad_scale);
+        *loss += t->linearity_reg * t->last_reg;
+    }
     if (!isfinite(*loss)) return lm_fail(LM_ERR_RANGE, "train: the loss is %g (not finite)", *loss);
     backward(t, inputs);
     return LM_OK;
@@ -506,7 +554,7 @@ lm_status lm_train_eval_loss(lm_trainable *t, const int32_t *inputs, const int32
     if (st != LM_OK) return st;
     acts *a = t->acts;
     *loss = lm_cross_entropy(NULL, a->logits, targets, (size_t)B * T, (size_t)t->model->cfg.vocab_size, 1.0f);
-    return LM_OK;
+    return LM_OK; /* the evaluation loss is the cross-entropy alone, with or without the regulariser */
 }
 
 double lm_grad_norm(const lm_trainable *t) {

@@ -249,7 +249,8 @@ lm_status lm_train_run(const lm_train_opts *o, lm_train_result *res) {
         return lm_fail(LM_ERR_ARG, "train: batch, ctx (> 1), accum and steps must be positive");
     if (!(o->lr > 0) || o->min_lr < 0 || o->clip < 0)
         return lm_fail(LM_ERR_ARG, "train: learning rates must be positive and clip non-negative");
-    if (o->linearity_reg != 0) return lm_fail(LM_ERR_UNSUPPORTED, "train: the linearity regulariser is not implemented yet");
+    if (o->linearity_reg < 0 || !isfinite(o->linearity_reg))
+        return lm_fail(LM_ERR_ARG, "train: the linearity regulariser weight must be >= 0");
     run R;
     memset(&R, 0, sizeof R);
     R.o = o;
@@ -281,6 +282,7 @@ lm_status lm_train_run(const lm_train_opts *o, lm_train_result *res) {
                      lm_data_vocab_size(R.train), R.t->model->cfg.vocab_size);
     if (st == LM_OK && o->ctx > R.t->model->cfg.seq_len)
         st = lm_fail(LM_ERR_ARG, "train: ctx %d exceeds the model's context %d", o->ctx, R.t->model->cfg.seq_len);
+    if (st == LM_OK) R.t->linearity_reg = o->linearity_reg;
     if (st == LM_OK) {
         R.identity = identity_json(o, &R.t->model->cfg);
         if (!R.identity) st = lm_fail(LM_ERR_NOMEM, "train: out of memory");
@@ -309,12 +311,13 @@ lm_status lm_train_run(const lm_train_opts *o, lm_train_result *res) {
             /* fault injection for tests: a NaN in the final norm makes every logit NaN */
             ((float *)R.t->model->final_norm)[0] = NAN;
         }
-        double step_loss = 0;
+        double step_loss = 0, step_reg = 0;
         for (int a = 0; a < o->accum && st == LM_OK; a++) {
             st = lm_data_sample(R.train, &R.rng, o->batch, o->ctx, in, tg);
             double l = 0;
             if (st == LM_OK) st = lm_train_step_grad(R.t, in, tg, o->batch, o->ctx, 1.0f / (float)o->accum, &l);
             step_loss += l / o->accum;
+            step_reg += R.t->last_reg / o->accum;
         }
         if (st != LM_OK) break;
         double gn = lm_grad_norm(R.t);
@@ -331,6 +334,7 @@ lm_status lm_train_run(const lm_train_opts *o, lm_train_result *res) {
         double dt = lm_now() - ts;
         json_t *j = json_pack("{s:I, s:f, s:f, s:f, s:f}", "step", (json_int_t)R.step, "loss", loss, "lr",
                               (double)R.opt.lr, "grad_norm", gn, "tokens_per_s", dt > 0 ? n * o->accum / dt : 0.0);
+        if (o->linearity_reg > 0) json_object_set_new(j, "cos_reg", json_real(step_reg));
         if ((o->eval_every > 0 && R.step % o->eval_every == 0) || R.step == o->steps) {
             st = evaluate(&R, &R.last_val);
             json_object_set_new(j, "val_loss", json_real(R.last_val));
