@@ -37,6 +37,9 @@ demo: build
 	@echo
 	@echo "== accuracy on all held-out calendar prompts =="
 	@$(LUMEN) mc-eval $(MODEL) data/calendar_eval.json
+	@echo
+	@echo "== linearity profile (Razzhigaev et al. 2024) over this repository's README =="
+	@$(LUMEN) linearity $(MODEL) README.md --ctx 128 --svg $(BUILD)/linearity.svg
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
