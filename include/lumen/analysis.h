@@ -1,4 +1,5 @@
-/* analysis.h - looking at what a model computes: layer linearity, anisotropy, intrinsic dimension. */
+/* analysis.h - looking at what a model computes: layer linearity, anisotropy, intrinsic dimension,
+ * the logit lens, and pruning by block removal. */
 #ifndef LUMEN_ANALYSIS_H
 #define LUMEN_ANALYSIS_H
 
@@ -114,6 +115,74 @@ typedef struct lm_svg_series {
  * atomically. ylabel may be NULL. LM_ERR_ARG when no series has a finite point. */
 lm_status lm_write_svg_lines(const char *path, const char *title, const char *xlabel, const char *ylabel,
                              const lm_svg_series *series, size_t n_series);
+
+
+/* ==== logit lens (src/analysis/logit_lens.c) ==================================================
+ *
+ * Each state h_0 .. h_L of the linearity profile (the same hook points, the same windows of ctx
+ * tokens as lm_eval_ce) is put through the model's own final norm (RMSNorm or LayerNorm, with
+ * its weight and bias) and output head, as if the blocks after it were skipped. Per state and
+ * token position: the top (argmax) token, and the cross-entropy in nats of the true next token
+ * when the position has one in its window. For the last state this is the model's own output:
+ * the same logits, bit for bit, and mean_loss[L] equals lm_eval_ce's mean_ce on the same windows
+ * (the losses are computed and summed the same way, in stream order). */
+typedef struct lm_logit_lens_opts {
+    int ctx;           /* window length; <= 0: the model's context */
+    int batch;         /* windows per forward call; <= 0: 4 */
+    lm_progress_cb cb; /* (tokens done, n); non-zero stops */
+    void *cb_ud;
+} lm_logit_lens_opts;
+
+typedef struct lm_logit_lens_result {
+    int n_layers;        /* L: states 0 .. L */
+    size_t n_tokens;     /* positions: every token of the stream */
+    size_t n_predicted;  /* positions with a next token in their window (per state) */
+    size_t n_windows;
+    int ctx;             /* the window length used */
+    int32_t *top;        /* [(L + 1) * n_tokens]: state l, position t at [l * n_tokens + t] */
+    double *loss;        /* [(L + 1) * n_tokens]: -log p(ids[t + 1]); NaN at a window's last token */
+    double *mean_loss;   /* [L + 1]: mean over the n_predicted positions */
+    double seconds;
+} lm_logit_lens_result;
+
+/* Runs ids (n >= 2 tokens) through m and fills res (owned by the caller; release it with
+ * lm_logit_lens_result_free). Memory: 12 (L + 1) n bytes for the result, plus logits for at most
+ * 8 Mi floats at a time. o may be NULL. */
+lm_status lm_logit_lens(const lm_model *m, const int32_t *ids, size_t n, const lm_logit_lens_opts *o,
+                        lm_logit_lens_result *res);
+void lm_logit_lens_result_free(lm_logit_lens_result *res); /* accepts a zeroed struct */
+
+/* The lens as an SVG heat map, written atomically: one row per state (h_0 at the top), one
+ * column per position for the first n_positions positions (at most 256; fewer when the stream
+ * is shorter), coloured by the loss of the next token (grey where there is none), with the top
+ * token's text in the cell (shortened with an ellipsis when it does not fit) and the input
+ * tokens along the top. ids are the tokens given to lm_logit_lens; tok (may be NULL: ids are
+ * shown as numbers) turns ids into text. */
+lm_status lm_write_svg_logit_lens(const char *path, const char *title, const lm_logit_lens_result *r,
+                                  const int32_t *ids, const lm_tokenizer *tok, size_t n_positions);
+
+/* A token as a short display string: its text (lm_tokenizer_token_text, leading space kept)
+ * with spaces shown as U+00B7, newlines as U+21B5 and tabs as U+2192, other control bytes and
+ * invalid UTF-8 as U+FFFD; "#ID" without a tokenizer or for a token with no text. Writes at most
+ * cap - 1 bytes and a NUL into buf (cap >= 16), cutting only between characters; returns buf. */
+char *lm_token_display(const lm_tokenizer *tok, int id, char *buf, size_t cap);
+
+/* ==== pruning (src/analysis/prune.c) ==========================================================
+ *
+ * Block removal after Razzhigaev et al. (2024): the blocks whose map h_l -> h_{l+1} is most
+ * linear (the profile's linearity, with the residual) are the cheapest to drop. */
+
+/* The k blocks to remove: the k highest r->linearity, most linear first (ties: the lower
+ * index first; NaN scores rank last). LM_ERR_ARG unless 0 <= k < r->n_layers. */
+lm_status lm_prune_choose(const lm_linearity_result *r, int k, int *blocks);
+
+/* A view of m without the blocks blocks[0 .. k): a copy of the struct whose layers array (its own
+ * allocation) skips them, with cfg.n_layers = L - k. Everything else (weights, tokenizer, path)
+ * is borrowed from m, which must outlive the view; runs and saves (lm_model_save_hf) as an
+ * ordinary model with L - k layers. LM_ERR_ARG for an index out of range, a repeated index, or
+ * k >= L. Release with lm_model_view_free, never lm_model_free. */
+lm_status lm_model_drop_blocks(const lm_model *m, const int *blocks, int k, lm_model **out);
+void lm_model_view_free(lm_model *view); /* accepts NULL */
 
 #ifdef __cplusplus
 }

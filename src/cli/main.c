@@ -112,7 +112,10 @@ static void usage(FILE *f) {
             "                             learn a byte-level BPE tokenizer from text\n"
             "  tokenize-data TOKENIZER FILE... -o DIR\n"
             "                             write token shards (train/validation split) for training\n"
-            "  linearity MODEL FILE       how linear each block is (+ anisotropy, intrinsic dimension)\n\n"
+            "  linearity MODEL FILE       how linear each block is (+ anisotropy, intrinsic dimension,\n"
+            "                             logit lens)\n"
+            "  prune MODEL --remove K --calib FILE -o OUT\n"
+            "                             remove the K most linear blocks, save the smaller model\n\n"
             "MODEL is a Hugging Face directory (config.json + safetensors), a GGUF file or a\n"
             "llama2.c .bin checkpoint.\n"
             "Run `lumen <command> --help` for a command's options.\n",
@@ -157,6 +160,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(verb, "bpe-train")) rc = cmd_bpe_train(argc - 1, argv + 1);
     else if (!strcmp(verb, "tokenize-data")) rc = cmd_tokenize_data(argc - 1, argv + 1);
     else if (!strcmp(verb, "linearity")) rc = cmd_linearity(argc - 1, argv + 1);
+    else if (!strcmp(verb, "prune")) rc = cmd_prune(argc - 1, argv + 1);
     else {
         fprintf(stderr, "lumen: unknown command '%s'\n\n", verb);
         usage(stderr);
