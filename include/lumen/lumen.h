@@ -6,6 +6,7 @@
 #include "lumen/base.h"
 #include "lumen/format.h"
 #include "lumen/model.h"
+#include "lumen/sae.h"
 #include "lumen/tensor.h"
 #include "lumen/tokenizer.h"
 #include "lumen/train.h"

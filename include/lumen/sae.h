@@ -1,0 +1,177 @@
+/* sae.h - sparse autoencoders over model activations: ReLU+L1 (Anthropic, April 2024), TopK with
+ * AuxK (Gao et al. 2024) and JumpReLU (load and forward only); their losses with explicit
+ * backward passes, an Adam step, activation scaling, and SAELens-format IO. */
+#ifndef LUMEN_SAE_H
+#define LUMEN_SAE_H
+
+#include "lumen/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Architectures, named in cfg.json as SAELens names them: "standard", "topk", "jumprelu". */
+typedef enum lm_sae_arch {
+    LM_SAE_RELU = 0, /* f = relu(pre) */
+    LM_SAE_TOPK,     /* f = relu of the k largest pre-activations of each row, 0 elsewhere */
+    LM_SAE_JUMPRELU, /* f = pre * (pre > threshold); load and forward only */
+    LM_SAE_ARCH_COUNT
+} lm_sae_arch;
+
+const char *lm_sae_arch_name(lm_sae_arch a); /* "standard", "topk", "jumprelu" */
+
+/* An SAE. For an input row x [d_in]:
+ *   pre   = (x - a * b_dec) @ W_enc + b_enc          a = apply_b_dec_to_input (0 or 1)
+ *   f     = act(pre)                                  [d_sae]
+ *   x_hat = f @ W_dec + b_dec                         [d_in]
+ * Parameters live in one allocation (params, n_params floats) in the order W_enc, b_enc, W_dec,
+ * b_dec, threshold, so an optimiser is one flat loop; lm_sae_grad mirrors the layout. The
+ * struct owns params and the strings. */
+typedef struct lm_sae {
+    lm_sae_arch arch;
+    size_t d_in, d_sae;
+    size_t k;                 /* topk: active latents per row; 0 otherwise */
+    int apply_b_dec_to_input; /* subtract b_dec from the input before encoding */
+    float *params;
+    size_t n_params;
+    float *W_enc;     /* [d_in, d_sae] */
+    float *b_enc;     /* [d_sae] */
+    float *W_dec;     /* [d_sae, d_in]: row i is latent i's direction */
+    float *b_dec;     /* [d_in] */
+    float *threshold; /* [d_sae] for jumprelu, NULL otherwise */
+    /* cfg.json metadata (any may be NULL): where the activations came from */
+    char *model_name;
+    char *hook_name;
+    long context_size; /* 0 if unknown */
+    int prepend_bos;
+} lm_sae;
+
+/* Options of lm_sae_new. Zero-initialise, then set what you need. */
+typedef struct lm_sae_init {
+    lm_sae_arch arch;         /* LM_SAE_RELU or LM_SAE_TOPK */
+    size_t d_in, d_sae;
+    size_t k;                 /* topk: 1 <= k <= d_sae */
+    int apply_b_dec_to_input;
+    float dec_norm;           /* norm of each initial decoder row; 0 means 0.1 */
+    uint64_t seed;
+} lm_sae_init;
+
+/* A new SAE initialised as in Anthropic's April 2024 update: each decoder row a random direction
+ * (normalised Gaussian) of norm dec_norm, W_enc = W_dec^T, b_enc = b_dec = 0. */
+lm_status lm_sae_new(const lm_sae_init *init, lm_sae **out);
+void lm_sae_free(lm_sae *sae); /* accepts NULL */
+/* A deep copy. */
+lm_status lm_sae_clone(const lm_sae *sae, lm_sae **out);
+
+/* pre [n, d_sae] = (x - a*b_dec) @ W_enc + b_enc, x [n, d_in]. */
+void lm_sae_pre(const lm_sae *sae, float *pre, const float *x, size_t n);
+/* f [n, d_sae] = act(pre(x)); x [n, d_in]. For topk exactly the k largest pre-activations of a row
+ * are kept (ties go to the lower index), then ReLU'd, as SAELens does; so a row has k nonzeros
+ * unless some of its top-k pre-activations are <= 0. */
+lm_status lm_sae_encode(const lm_sae *sae, float *f, const float *x, size_t n);
+/* x_hat [n, d_in] = f @ W_dec + b_dec, f [n, d_sae]. For topk the pass is sparse: only the
+ * decoder rows of each row's nonzero activations are read. */
+void lm_sae_decode(const lm_sae *sae, float *x_hat, const float *f, size_t n);
+/* The top-k encoding as indices and values: idx, val [n, k] (val may be 0 after the ReLU). */
+lm_status lm_sae_encode_topk(const lm_sae *sae, int32_t *idx, float *val, const float *x, size_t n);
+/* x_hat [n, d_in] = b_dec + sum_j val[t,j] * W_dec[idx[t,j]]: the sparse decoder, idx/val [n, kk]. */
+void lm_sae_decode_sparse(const lm_sae *sae, float *x_hat, const int32_t *idx, const float *val, size_t n, size_t kk);
+/* encode then decode; f may be NULL (then a temporary is used). */
+lm_status lm_sae_forward(const lm_sae *sae, float *x_hat, float *f, const float *x, size_t n);
+
+/* ---- activation scaling -----------------------------------------------------------------
+ * Training runs on x' = c x with c chosen so that E||x'||^2 = d_in (Anthropic's recipe). */
+
+/* c = sqrt(d_in / mean_t ||x_t||^2) over the sample x [n, d_in] (the mean taken in double).
+ * LM_ERR_ARG if n == 0 or the sample's mean squared norm is zero or not finite. */
+lm_status lm_sae_estimate_scale(const float *x, size_t n, size_t d_in, double *c);
+
+/* Folds the input scale c into the weights, so that the SAE trained on c*x works on raw x:
+ *   pre(c x) = (c x - a b_dec) @ W_enc + b_enc = (x - a b_dec/c) @ (c W_enc) + b_enc
+ *   x_hat(c x) / c = f @ (W_dec / c) + b_dec / c
+ * so W_enc <- c W_enc, W_dec <- W_dec / c, b_dec <- b_dec / c, b_enc and threshold unchanged.
+ * The folded SAE gives the same f on x as the scaled one on c x, and a reconstruction of x
+ * (not of c x). LM_ERR_ARG unless c is finite and > 0. */
+lm_status lm_sae_fold_scale(lm_sae *sae, double c);
+
+/* ---- training: losses with backward, Adam ------------------------------------------------- */
+
+/* Gradients, laid out exactly as lm_sae's params (data[n] and the same five views). */
+typedef struct lm_sae_grad {
+    float *data;
+    size_t n;
+    float *W_enc, *b_enc, *W_dec, *b_dec, *threshold;
+} lm_sae_grad;
+lm_status lm_sae_grad_init(lm_sae_grad *g, const lm_sae *sae); /* zeroed */
+void lm_sae_grad_zero(lm_sae_grad *g);
+void lm_sae_grad_free(lm_sae_grad *g); /* accepts a zeroed struct */
+/* Scales g so that its global L2 norm is at most max_norm (if max_norm > 0); returns the norm
+ * before clipping. */
+double lm_sae_grad_clip(lm_sae_grad *g, double max_norm);
+
+typedef struct lm_sae_loss_opts {
+    float l1_coeff;      /* relu: lambda of the sparsity penalty (after warm-up, see lm_sae_l1_at) */
+    /* topk AuxK: dead latents reconstruct the residual e = x - x_hat (treated as a constant) */
+    const uint8_t *dead; /* [d_sae], nonzero = dead; NULL = no AuxK term */
+    size_t k_aux;        /* 0 means d_in / 2 */
+    float aux_coeff;     /* alpha; 0 means 1/32 */
+} lm_sae_loss_opts;
+
+/* The loss of one batch and its parts (means over the n rows). */
+typedef struct lm_sae_loss {
+    double total;
+    double mse;      /* mean_t ||x_t - x_hat_t||^2 */
+    double sparsity; /* relu: mean_t sum_i f_ti ||W_dec,i|| (before lambda) */
+    double aux;      /* topk: the AuxK term, coefficient included */
+    double l0;       /* mean nonzero latents per row */
+} lm_sae_loss;
+
+/* Loss of x [n, d_in] and, when g is non-NULL, its gradient ACCUMULATED (+=) into g.
+ *   relu: L = mean_t ( ||x_t - x_hat_t||^2 + l1_coeff * sum_i f_ti ||W_dec,i||_2 )
+ *   topk: L = mean_t ||x_t - x_hat_t||^2 + aux, with (as SAELens does, after Gao et al. 2024)
+ *         aux = alpha * s * mean_t ||e_t - z_t @ W_dec||^2, e_t = x_t - x_hat_t held constant,
+ *         z_t = the raw pre-activations of the top-k_aux' dead latents of row t (0 elsewhere),
+ *         k_aux' = min(k_aux, n_dead), s = min(n_dead / k_aux, 1).
+ * fired [d_sae], if non-NULL, gets += the number of rows where each latent is nonzero (for the
+ * caller's dead-latent counters and feature densities). jumprelu: LM_ERR_UNSUPPORTED. */
+lm_status lm_sae_loss_backward(const lm_sae *sae, lm_sae_grad *g, const float *x, size_t n, const lm_sae_loss_opts *o,
+                               lm_sae_loss *loss, uint64_t *fired);
+
+/* Adam with fp32 moments over all parameters (no weight decay, as the April 2024 recipe). */
+typedef struct lm_sae_adam {
+    float *m, *v;
+    size_t n;
+    uint64_t t;
+    float beta1, beta2, eps; /* set by init to 0.9, 0.999, 1e-8; may be changed after */
+} lm_sae_adam;
+lm_status lm_sae_adam_init(lm_sae_adam *a, const lm_sae *sae);
+void lm_sae_adam_free(lm_sae_adam *a); /* accepts a zeroed struct */
+/* One bias-corrected Adam step of learning rate lr; the sizes of a, sae and g must agree. */
+lm_status lm_sae_adam_step(lm_sae_adam *a, lm_sae *sae, const lm_sae_grad *g, float lr);
+
+/* The April 2024 schedules, for step in [0, total): the L1 coefficient warms up linearly from 0
+ * over the first 5% of steps; the learning rate is constant, then decays linearly to zero over
+ * the last 20%. */
+float lm_sae_l1_at(float l1_coeff, uint64_t step, uint64_t total);
+float lm_sae_lr_at(float lr, uint64_t step, uint64_t total);
+
+/* ---- SAELens-format IO --------------------------------------------------------------------
+ * A directory with cfg.json, sae_weights.safetensors (W_enc [d_in, d_sae], W_dec [d_sae, d_in],
+ * b_enc [d_sae], b_dec [d_in], threshold [d_sae] for jumprelu) and optionally
+ * sparsity.safetensors ("sparsity" [d_sae]: log10 feature density). */
+
+/* Writes dir (created if absent) atomically file by file, weights as float32 and
+ * normalize_activations "none" (fold the scale first). log10_density [d_sae] may be NULL. */
+lm_status lm_sae_save(const lm_sae *sae, const char *dir, const float *log10_density);
+/* Reads an SAE saved by SAELens (>= 6.0 layout; older top-level metadata keys are accepted) or
+ * by lumen. Weights in F32, F16 or BF16 are converted to f32. A topk SAE saved with
+ * rescale_acts_by_decoder_norm has the decoder norms folded in (same outputs). Errors name the
+ * file: missing file or tensor, wrong shape, unknown architecture, unsupported normalisation. */
+lm_status lm_sae_load(const char *dir, lm_sae **out);
+/* Reads sparsity.safetensors from dir into a malloc'd [d_sae] array (free()). */
+lm_status lm_sae_load_sparsity(const char *dir, size_t d_sae, float **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
