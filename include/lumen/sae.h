@@ -171,6 +171,69 @@ lm_status lm_sae_load(const char *dir, lm_sae **out);
 /* Reads sparsity.safetensors from dir into a malloc'd [d_sae] array (free()). */
 lm_status lm_sae_load_sparsity(const char *dir, size_t d_sae, float **out);
 
+
+/* ---- training loop (src/sae/sae_trainer.c) ------------------------------------------------
+ * Activations come from a model run on the fly over token ids: consecutive windows of ctx
+ * tokens (wrapping around at the end of the ids), captured at one hook, go through a
+ * shuffling buffer of buffer_mult * batch rows (fill, shuffle with a seeded lm_rng, serve
+ * half in batches, refill the served half, shuffle again). The scale c of
+ * lm_sae_estimate_scale is taken on the first fill; training runs on c*x with Adam (fp32
+ * moments), lm_sae_lr_at / lm_sae_l1_at schedules and gradient clipping. Written to out_dir:
+ *   sae_log.jsonl            one object every log_every steps (and the last): step, tokens, loss,
+ *                            mse (on scaled inputs), ev (explained variance of the batch:
+ *                            1 - sum||x - x_hat||^2 / sum||x - mean||^2), l0, dead (latents
+ *                            that did not fire in the last dead_window tokens), lr, l1_coeff,
+ *                            grad_norm, tokens_per_s
+ *   ckpt/step_NNNNNNNN/      the SAE (scaled, lm_sae_save), optimizer.safetensors (adam_m,
+ *                            adam_v, fired counters, the shuffling buffer) and
+ *                            trainer_state.json (step, adam step, rng, token position, scale,
+ *                            the options that must match); ckpt/latest is renamed in last
+ *   cfg.json, sae_weights.safetensors, sparsity.safetensors
+ *                            the final SAE with the scale folded in (works on raw activations)
+ *                            and log10 feature densities over the run.
+ * Run again with the same options it resumes from ckpt/latest and continues bit-identically
+ * (same thread count); other options are refused; a finished run writes nothing. */
+typedef struct lm_sae_train_opts {
+    const struct lm_model *model; /* the model whose activations are learnt */
+    const int32_t *ids;           /* token ids the model is run on */
+    size_t n_ids;
+    const char *hook;             /* TransformerLens hook name, e.g. "blocks.2.hook_resid_post" */
+    const char *model_name;       /* metadata (cfg.json); may be NULL */
+    const char *source_name;      /* the corpus, recorded in the checkpoint identity; may be NULL */
+    int prepend_bos;              /* metadata: whether the ids start with BOS */
+    const char *out_dir;
+    lm_sae_arch arch;             /* LM_SAE_RELU or LM_SAE_TOPK */
+    size_t d_sae, k;              /* k: topk only */
+    float l1_coeff;               /* relu (default 5) */
+    float lr;                     /* default 5e-5 for relu, 2e-4 for topk (0: default) */
+    float clip;                   /* global gradient-norm clip (default 1; < 0: none) */
+    int ctx;                      /* window length (0: the model's context) */
+    int fwd_batch;                /* windows per forward (0: 8) */
+    size_t batch;                 /* SAE batch in rows (0: 4096) */
+    size_t buffer_mult;           /* buffer = buffer_mult * batch rows, even (0: 16) */
+    uint64_t steps;               /* total steps; 0: tokens / batch */
+    uint64_t tokens;              /* used when steps == 0 */
+    uint64_t dead_window;         /* tokens (0: min(10M, the run's tokens)) */
+    uint64_t log_every;           /* steps (0: 10) */
+    uint64_t save_every;          /* steps (0: only at the end) */
+    uint64_t seed;
+    float dec_norm;               /* initial decoder row norm (0: 0.1) */
+    int progress;                 /* progress line on stderr */
+} lm_sae_train_opts;
+
+typedef struct lm_sae_train_result {
+    uint64_t steps_done, tokens_done;
+    int64_t resumed_from;   /* step of the checkpoint resumed, or -1 */
+    int already_done;       /* the run was complete: nothing was written */
+    double scale;           /* the input scale c */
+    double first_mse;       /* mse of the first step run now (NaN if none) */
+    double mse, ev, l0;     /* of the last step */
+    size_t n_dead;          /* dead latents at the end */
+    double seconds, tokens_per_s;
+} lm_sae_train_result;
+
+lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res);
+
 #ifdef __cplusplus
 }
 #endif

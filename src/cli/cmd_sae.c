@@ -1,0 +1,184 @@
+/* cmd_sae.c - `lumen sae`: sparse autoencoders over model activations (train now). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+            "usage: lumen sae <command> [options]\n\n"
+            "commands:\n"
+            "  train MODEL FILE --hook NAME --d-sae N -o DIR\n"
+            "                   train a sparse autoencoder on activations made on the fly (resumable)\n\n"
+            "Run `lumen sae train --help` for its options.\n");
+}
+
+static void help_train(FILE *f) {
+    fprintf(f,
+            "usage: lumen sae train MODEL FILE --hook NAME --d-sae N -o DIR [options]\n\n"
+            "Runs FILE through MODEL in windows of --ctx tokens, captures the activations at --hook\n"
+            "through a shuffling buffer and trains an SAE on them (inputs scaled so E||x||^2 = d;\n"
+            "Adam, gradient clipping, L1 warm-up and a linear LR decay over the last 20%%).\n"
+            "DIR gets sae_log.jsonl (mse, explained variance, L0, dead latents), checkpoints in\n"
+            "DIR/ckpt (run the same command again to resume) and the final SAE in SAELens layout\n"
+            "(cfg.json, sae_weights.safetensors, sparsity.safetensors), scale folded in.\n\n"
+            "  --hook NAME        e.g. blocks.2.hook_resid_post (TransformerLens names)\n"
+            "  --d-sae N          number of latents\n"
+            "  --arch relu|topk   (default relu)\n"
+            "  --k K              active latents per token for topk (default 32)\n"
+            "  --l1 C             L1 coefficient for relu (default 5)\n"
+            "  --lr LR            learning rate (default 5e-5 relu, 2e-4 topk)\n"
+            "  --tokens N         training tokens (default 1000000), or\n"
+            "  --steps N          training steps\n"
+            "  --batch N          SAE batch in tokens (default 4096)\n"
+            "  --buffer-mult N    shuffling buffer = N batches (even, default 16)\n"
+            "  --ctx N            window length (default: the model's context)\n"
+            "  --fwd-batch N      windows per forward pass (default 8)\n"
+            "  --max-tokens N     use at most N tokens of FILE\n"
+            "  --dead-window N    tokens without firing that make a latent dead (default\n"
+            "                     min(10M, the run))\n"
+            "  --clip X           gradient norm clip (default 1; 0 = none)\n"
+            "  --log-every N      log every N steps (default 10)\n"
+            "  --save-every N     checkpoint every N steps (default: only at the end)\n"
+            "  --seed N           (default 1)\n"
+            "  --tokenizer FILE   tokenizer for formats that keep it apart\n"
+            "  --threads T        threads (default: all cores)\n"
+            "  --quiet            no progress line\n"
+            "  --json             print a JSON summary\n");
+}
+
+static int cmd_sae_train(int argc, char **argv) {
+    const char *V = "sae train";
+    const char *model_path = NULL, *file = NULL, *tok_path = NULL, *out = NULL, *hook = NULL, *arch = "relu";
+    long d_sae = 0, k = 32, ctx = 0, fwd = 8, batch = 4096, bmult = 16, threads = 0, max_tokens = 0;
+    unsigned long long tokens = 1000000, steps = 0, dead_window = 0, log_every = 10, save_every = 0, seed = 1;
+    double l1 = 0, lr = 0, clip = 1;
+    int json = 0, quiet = 0, rc = CLI_OK;
+    for (int i = 1; i < argc && rc == CLI_OK; i++) {
+        const char *a = argv[i];
+        int hv = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help_train(stdout);
+            return CLI_OK;
+        } else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--hook") && hv) hook = argv[++i];
+        else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && hv) out = argv[++i];
+        else if (!strcmp(a, "--tokenizer") && hv) tok_path = argv[++i];
+        else if (!strcmp(a, "--arch") && hv) arch = argv[++i];
+        else if (!strcmp(a, "--d-sae") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &d_sae) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--k") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &k) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--ctx") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &ctx) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--fwd-batch") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 4096, &fwd) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--batch") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &batch) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--buffer-mult") && hv) rc = cli_parse_int(V, a, argv[++i], 2, 1024, &bmult) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--threads") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1024, &threads) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--max-tokens") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 40, &max_tokens) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--tokens") && hv) rc = cli_parse_u64(V, a, argv[++i], &tokens) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--steps") && hv) rc = cli_parse_u64(V, a, argv[++i], &steps) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--dead-window") && hv) rc = cli_parse_u64(V, a, argv[++i], &dead_window) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--log-every") && hv) rc = cli_parse_u64(V, a, argv[++i], &log_every) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--save-every") && hv) rc = cli_parse_u64(V, a, argv[++i], &save_every) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--seed") && hv) rc = cli_parse_u64(V, a, argv[++i], &seed) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--l1") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e6, &l1) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--lr") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-12, 10, &lr) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--clip") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e12, &clip) ? CLI_USAGE : rc;
+        else if (a[0] == '-' && a[1]) rc = cli_usage_error(V, "unknown option or missing value: %s", a);
+        else if (!model_path) model_path = a;
+        else if (!file) file = a;
+        else rc = cli_usage_error(V, "unexpected argument: %s", a);
+    }
+    lm_sae_arch ar = LM_SAE_RELU;
+    if (rc == CLI_OK && (!model_path || !file)) rc = cli_usage_error(V, "expected MODEL and FILE");
+    if (rc == CLI_OK && !hook) rc = cli_usage_error(V, "missing --hook NAME");
+    if (rc == CLI_OK && !d_sae) rc = cli_usage_error(V, "missing --d-sae N");
+    if (rc == CLI_OK && !out) rc = cli_usage_error(V, "missing -o DIR");
+    if (rc == CLI_OK) {
+        if (!strcmp(arch, "relu") || !strcmp(arch, "standard")) ar = LM_SAE_RELU;
+        else if (!strcmp(arch, "topk")) ar = LM_SAE_TOPK;
+        else rc = cli_usage_error(V, "--arch must be relu or topk, got '%s'", arch);
+    }
+    if (rc == CLI_OK && bmult % 2) rc = cli_usage_error(V, "--buffer-mult must be even");
+    if (rc != CLI_OK) return rc;
+    lm_set_threads((int)threads);
+    lm_model *m = NULL;
+    lm_status st = lm_model_load(model_path, &m);
+    lm_tokenizer *owned = NULL;
+    const lm_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (st == LM_OK) st = cli_load_tokenizer(model_path, tok_path, m, &owned, &tok);
+    if (st == LM_OK) st = lm_tokenize_file(tok, file, 1, (size_t)max_tokens, &ids, &n);
+    lm_sae_train_result r;
+    if (st == LM_OK) {
+        lm_sae_train_opts o;
+        memset(&o, 0, sizeof o);
+        o.model = m;
+        o.ids = ids;
+        o.n_ids = n;
+        o.hook = hook;
+        o.model_name = model_path;
+        o.source_name = file;
+        o.prepend_bos = lm_tokenizer_wants_bos(tok);
+        o.out_dir = out;
+        o.arch = ar;
+        o.d_sae = (size_t)d_sae;
+        o.k = (size_t)k;
+        o.l1_coeff = (float)l1;
+        o.lr = (float)lr;
+        o.clip = clip > 0 ? (float)clip : -1.0f;
+        o.ctx = (int)ctx;
+        o.fwd_batch = (int)fwd;
+        o.batch = (size_t)batch;
+        o.buffer_mult = (size_t)bmult;
+        o.steps = steps;
+        o.tokens = tokens;
+        o.dead_window = dead_window;
+        o.log_every = log_every;
+        o.save_every = save_every;
+        o.seed = seed;
+        o.progress = !quiet;
+        st = lm_sae_train(&o, &r);
+    }
+    if (st != LM_OK) rc = cli_error(st);
+    else if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "out", cli_json_text(out, strlen(out)));
+        json_object_set_new(j, "steps", json_integer((json_int_t)r.steps_done));
+        json_object_set_new(j, "tokens", json_integer((json_int_t)r.tokens_done));
+        json_object_set_new(j, "resumed_from", json_integer((json_int_t)r.resumed_from));
+        json_object_set_new(j, "already_done", json_boolean(r.already_done));
+        json_object_set_new(j, "scale", json_real(r.scale));
+        if (!r.already_done) {
+            json_object_set_new(j, "mse", json_real(r.mse));
+            json_object_set_new(j, "explained_variance", json_real(r.ev));
+            json_object_set_new(j, "l0", json_real(r.l0));
+        }
+        json_object_set_new(j, "dead", json_integer((json_int_t)r.n_dead));
+        json_object_set_new(j, "tokens_per_s", json_real(r.tokens_per_s));
+        rc = cli_print_json(j);
+    } else if (r.already_done) {
+        printf("%s: already trained (%llu steps); nothing to do\n", out, (unsigned long long)r.steps_done);
+    } else {
+        printf("trained %llu steps (%llu tokens, %.0f tok/s): mse %.4g, explained variance %.4f, L0 %.2f, %zu dead; "
+               "saved to %s\n",
+               (unsigned long long)r.steps_done, (unsigned long long)r.tokens_done, r.tokens_per_s, r.mse, r.ev, r.l0,
+               r.n_dead, out);
+    }
+    free(ids);
+    lm_tokenizer_free(owned);
+    lm_model_free(m);
+    return rc;
+}
+
+int cmd_sae(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        help(argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_USAGE : CLI_OK;
+    }
+    if (!strcmp(argv[1], "train")) return cmd_sae_train(argc - 1, argv + 1);
+    fprintf(stderr, "lumen sae: unknown command '%s'\n\n", argv[1]);
+    help(stderr);
+    return CLI_USAGE;
+}
