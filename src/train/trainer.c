@@ -302,7 +302,8 @@ lm_status lm_train_run(const lm_train_opts *o, lm_train_result *res) {
     int32_t *in = malloc(n * 4), *tg = malloc(n * 4);
     if (st == LM_OK && (!in || !tg)) st = lm_fail(LM_ERR_NOMEM, "train: out of memory");
     lm_progress prog;
-    lm_progress_begin(&prog, "train", "step", (double)o->steps, o->progress);
+    char prog_label[96] = "train";
+    lm_progress_begin(&prog, prog_label, "step", (double)o->steps, o->progress);
     double t0 = lm_now(), tokens = 0, loss = NAN;
     while (st == LM_OK && R.step < o->steps) {
         double ts = lm_now();
@@ -343,6 +344,9 @@ lm_status lm_train_run(const lm_train_opts *o, lm_train_result *res) {
         else json_decref(j);
         if (st == LM_OK && ((o->save_every > 0 && R.step % o->save_every == 0) || R.step == o->steps))
             st = save_checkpoint(&R);
+        /* the progress line carries the loss and the token rate */
+        snprintf(prog_label, sizeof prog_label, "train loss %.4f %.0f tok/s", loss, dt > 0 ? n * o->accum / dt : 0.0);
+        prog.label = prog_label;
         lm_progress_update(&prog, (double)R.step);
     }
     lm_progress_end(&prog);
