@@ -229,14 +229,17 @@ void lm_swiglu(float *out, const float *gate, const float *up, size_t n) {
  * expf/tanhf calls do not, and were two thirds of GPT-2's prefill time): 2^n by the exponent bits
  * times a degree-6 Taylor polynomial on |r| <= ln2/2. */
 static inline float fast_expf(float x) {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    /* round to nearest by truncating x*log2(e) + 0.5 shifted to be positive */
+    int32_t ni = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
+    float n = (float)ni;
     float r = x - n * 0.693145751953125f - n * 1.42860682030941723e-6f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    union {
+        int32_t i;
+        float f;
+    } scale = {.i = (ni + 127) * (1 << 23)};
+    return p * scale.f;
 }
 
 void lm_gelu_tanh(float *x, size_t n) {
