@@ -46,5 +46,18 @@ grep -q '"context_size": *32' "$TMP/sae/cfg.json" && ok || bad "cfg.json context
 "$LUMEN" sae train "${ARGS[@]}" --seed 5 >"$TMP/o" 2>&1; rc=$?
 [ $rc -eq 1 ] && grep -q "other options" "$TMP/o" && ok || bad "other options not refused: rc $rc"
 
+# sae eval of the trained SAE: the hook from cfg.json, all keys, ce_clean equals `lumen eval`
+"$LUMEN" sae eval --help >"$TMP/o" 2>&1 && grep -q "ce_loss_recovered" "$TMP/o" && ok || bad "sae eval --help"
+"$LUMEN" sae eval "$MODEL" "$TMP/sae" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 2 ] && ok || bad "sae eval without FILE: rc $rc"
+"$LUMEN" sae eval "$MODEL" "$TMP/sae" "$TEXT" --ctx 32 --batch 4 --max-tokens 1000 --threads 2 --json >"$TMP/j" 2>"$TMP/e"; rc=$?
+[ $rc -eq 0 ] && ok || bad "sae eval: rc $rc $(cat "$TMP/e")"
+for k in mse fvu l0 dead_fraction dense_fraction ce_clean ce_sae ce_ablated ce_loss_recovered kl; do
+  grep -q "\"$k\":" "$TMP/j" && ok || bad "sae eval: no $k in $(cat "$TMP/j")"
+done
+grep -q '"hook":"blocks.1.hook_resid_pre"' "$TMP/j" && ok || bad "sae eval hook: $(cat "$TMP/j")"
+"$LUMEN" sae eval "$MODEL" "$TMP/sae" "$TEXT" --hook blocks.9.hook_resid_pre --ctx 32 --max-tokens 200 >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 1 ] && ok || bad "sae eval bad hook: rc $rc"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

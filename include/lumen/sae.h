@@ -234,6 +234,43 @@ typedef struct lm_sae_train_result {
 
 lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res);
 
+/* ---- evaluation (src/sae/sae_eval.c) ------------------------------------------------------
+ * Runs ids through the model in consecutive windows of ctx tokens, exactly as lm_eval_ce cuts
+ * them (batch full windows per forward; a shorter last window of >= 2 tokens is run too), three
+ * ways: clean; with the activation at the hook replaced by the SAE's reconstruction (encode +
+ * decode in place, on raw activations, as saved SAEs expect); and with it zeroed (ablated).
+ * Statistics over every token N run through the hook (d = d_in):
+ *   mse            sum_t ||x_t - x_hat_t||^2 / (N d)              (per element)
+ *   fvu            sum_t ||x_t - x_hat_t||^2 / sum_t ||x_t - mean||^2, mean over the N tokens;
+ *                  one pass: the denominator is sum ||x||^2 - N ||mean||^2, in double
+ *   l0             mean nonzero latents per token
+ *   dead_fraction  latents never nonzero on the N tokens / d_sae
+ *   dense_fraction latents nonzero on more than dense_threshold * N tokens / d_sae
+ *   ce_*           mean next-token cross-entropy over the predicted positions (as lm_eval_ce)
+ *   ce_loss_recovered = (ce_ablated - ce_sae) / (ce_ablated - ce_clean) (NaN if the
+ *                  denominator is 0)
+ *   kl             mean over predicted positions of KL(p_clean || p_sae) of the next-token
+ *                  distributions, in nats. */
+struct lm_model;
+typedef struct lm_sae_eval_opts {
+    const char *hook;      /* NULL: sae->hook_name */
+    int ctx;               /* window length (<= 1: the model's context) */
+    int batch;             /* windows per forward (<= 0: 1) */
+    float dense_threshold; /* 0: 0.1 */
+} lm_sae_eval_opts;
+
+typedef struct lm_sae_eval_result {
+    double mse, fvu, l0, dead_fraction, dense_fraction;
+    double ce_clean, ce_sae, ce_ablated, ce_loss_recovered, kl;
+    size_t n_tokens, n_predicted, n_windows, n_dead, n_dense;
+    double seconds;
+} lm_sae_eval_result;
+
+/* o may be NULL (defaults). LM_ERR_ARG if the hook's width is not sae->d_in or there is nothing
+ * to score; LM_ERR_RANGE if ctx exceeds the model's context. */
+lm_status lm_sae_eval(const struct lm_model *model, const lm_sae *sae, const int32_t *ids, size_t n,
+                      const lm_sae_eval_opts *o, lm_sae_eval_result *res);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,4 +1,5 @@
-/* cmd_sae.c - `lumen sae`: sparse autoencoders over model activations (train now). */
+/* cmd_sae.c - `lumen sae`: sparse autoencoders over model activations (train, eval). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +11,10 @@ static void help(FILE *f) {
             "usage: lumen sae <command> [options]\n\n"
             "commands:\n"
             "  train MODEL FILE --hook NAME --d-sae N -o DIR\n"
-            "                   train a sparse autoencoder on activations made on the fly (resumable)\n\n"
-            "Run `lumen sae train --help` for its options.\n");
+            "                   train a sparse autoencoder on activations made on the fly (resumable)\n"
+            "  eval MODEL SAE FILE\n"
+            "                   reconstruction, sparsity and downstream loss of an SAE spliced in\n\n"
+            "Run `lumen sae train --help` or `lumen sae eval --help` for their options.\n");
 }
 
 static void help_train(FILE *f) {
@@ -172,12 +175,124 @@ static int cmd_sae_train(int argc, char **argv) {
     return rc;
 }
 
+static void help_eval(FILE *f) {
+    fprintf(f,
+            "usage: lumen sae eval MODEL SAE FILE [options]\n\n"
+            "Runs FILE through MODEL in consecutive windows of --ctx tokens (as `lumen eval`) three\n"
+            "ways: clean; with the activation at the SAE's hook replaced by its reconstruction\n"
+            "(encode + decode of the raw activation); and with that activation zeroed (ablated).\n"
+            "Over the N tokens run (d = the SAE's d_in):\n"
+            "  mse                sum_t ||x_t - x_hat_t||^2 / (N d)   (mean squared error per element)\n"
+            "  fvu                sum_t ||x_t - x_hat_t||^2 / sum_t ||x_t - mean||^2, the mean taken\n"
+            "                     over the N tokens (fraction of variance unexplained)\n"
+            "  l0                 mean number of nonzero latents per token\n"
+            "  dead_fraction      fraction of latents never nonzero on the N tokens\n"
+            "  dense_fraction     fraction of latents nonzero on more than 10%% of the tokens\n"
+            "  ce_clean, ce_sae, ce_ablated\n"
+            "                     mean next-token cross-entropy (nats) over the predicted positions\n"
+            "  ce_loss_recovered  (ce_ablated - ce_sae) / (ce_ablated - ce_clean) (null if 0/0)\n"
+            "  kl                 mean over predicted positions of KL(clean || sae) of the next-token\n"
+            "                     distributions (nats)\n\n"
+            "  --hook NAME        hook to splice at (default: the SAE's hook_name from cfg.json)\n"
+            "  --ctx N            window length (default: the SAE's context_size if it fits, else\n"
+            "                     the model's context)\n"
+            "  --batch N          windows per forward pass (default 1)\n"
+            "  --max-tokens N     use at most N tokens of FILE\n"
+            "  --tokenizer FILE   tokenizer for formats that keep it apart\n"
+            "  --threads T        threads (default: all cores)\n"
+            "  --json             print the results as JSON\n");
+}
+
+static json_t *jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+static int cmd_sae_eval(int argc, char **argv) {
+    const char *V = "sae eval";
+    const char *model_path = NULL, *sae_path = NULL, *file = NULL, *tok_path = NULL, *hook = NULL;
+    long ctx = 0, batch = 1, threads = 0, max_tokens = 0;
+    int json = 0, rc = CLI_OK;
+    for (int i = 1; i < argc && rc == CLI_OK; i++) {
+        const char *a = argv[i];
+        int hv = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help_eval(stdout);
+            return CLI_OK;
+        } else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--hook") && hv) hook = argv[++i];
+        else if (!strcmp(a, "--tokenizer") && hv) tok_path = argv[++i];
+        else if (!strcmp(a, "--ctx") && hv) rc = cli_parse_int(V, a, argv[++i], 2, 1L << 24, &ctx) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--batch") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 4096, &batch) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--threads") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1024, &threads) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--max-tokens") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 40, &max_tokens) ? CLI_USAGE : rc;
+        else if (a[0] == '-' && a[1]) rc = cli_usage_error(V, "unknown option or missing value: %s", a);
+        else if (!model_path) model_path = a;
+        else if (!sae_path) sae_path = a;
+        else if (!file) file = a;
+        else rc = cli_usage_error(V, "unexpected argument: %s", a);
+    }
+    if (rc == CLI_OK && (!model_path || !sae_path || !file)) rc = cli_usage_error(V, "expected MODEL, SAE and FILE");
+    if (rc != CLI_OK) return rc;
+    lm_set_threads((int)threads);
+    lm_model *m = NULL;
+    lm_sae *sae = NULL;
+    lm_tokenizer *owned = NULL;
+    const lm_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    lm_status st = lm_model_load(model_path, &m);
+    if (st == LM_OK) st = lm_sae_load(sae_path, &sae);
+    if (st == LM_OK && !hook && !sae->hook_name) st = lm_fail(LM_ERR_ARG, "%s: the SAE names no hook; give --hook", sae_path);
+    if (st == LM_OK) st = cli_load_tokenizer(model_path, tok_path, m, &owned, &tok);
+    if (st == LM_OK) st = lm_tokenize_file(tok, file, 1, (size_t)max_tokens, &ids, &n);
+    lm_sae_eval_result r;
+    if (st == LM_OK) {
+        lm_sae_eval_opts o;
+        memset(&o, 0, sizeof o);
+        o.hook = hook;
+        o.ctx = (int)ctx;
+        if (!ctx && sae->context_size > 1 && sae->context_size <= m->cfg.seq_len) o.ctx = (int)sae->context_size;
+        o.batch = (int)batch;
+        st = lm_sae_eval(m, sae, ids, n, &o, &r);
+    }
+    if (st != LM_OK) rc = cli_error(st);
+    else if (json) {
+        json_t *j = json_object();
+        const char *h = hook ? hook : sae->hook_name;
+        json_object_set_new(j, "hook", cli_json_text(h, strlen(h)));
+        json_object_set_new(j, "tokens", json_integer((json_int_t)r.n_tokens));
+        json_object_set_new(j, "predicted", json_integer((json_int_t)r.n_predicted));
+        json_object_set_new(j, "mse", jnum(r.mse));
+        json_object_set_new(j, "fvu", jnum(r.fvu));
+        json_object_set_new(j, "l0", jnum(r.l0));
+        json_object_set_new(j, "dead_fraction", jnum(r.dead_fraction));
+        json_object_set_new(j, "dense_fraction", jnum(r.dense_fraction));
+        json_object_set_new(j, "ce_clean", jnum(r.ce_clean));
+        json_object_set_new(j, "ce_sae", jnum(r.ce_sae));
+        json_object_set_new(j, "ce_ablated", jnum(r.ce_ablated));
+        json_object_set_new(j, "ce_loss_recovered", jnum(r.ce_loss_recovered));
+        json_object_set_new(j, "kl", jnum(r.kl));
+        json_object_set_new(j, "seconds", jnum(r.seconds));
+        rc = cli_print_json(j);
+    } else {
+        printf("%zu tokens, %zu predicted, hook %s\n", r.n_tokens, r.n_predicted, hook ? hook : sae->hook_name);
+        printf("mse %.6g  fvu %.6g  L0 %.2f  dead %.4f  dense %.4f\n", r.mse, r.fvu, r.l0, r.dead_fraction,
+               r.dense_fraction);
+        printf("ce clean %.6f  sae %.6f  ablated %.6f  recovered %.4f  kl %.6g\n", r.ce_clean, r.ce_sae,
+               r.ce_ablated, r.ce_loss_recovered, r.kl);
+    }
+    free(ids);
+    lm_tokenizer_free(owned);
+    lm_sae_free(sae);
+    lm_model_free(m);
+    return rc;
+}
+
 int cmd_sae(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         help(argc < 2 ? stderr : stdout);
         return argc < 2 ? CLI_USAGE : CLI_OK;
     }
     if (!strcmp(argv[1], "train")) return cmd_sae_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval")) return cmd_sae_eval(argc - 1, argv + 1);
     fprintf(stderr, "lumen sae: unknown command '%s'\n\n", argv[1]);
     help(stderr);
     return CLI_USAGE;
