@@ -252,6 +252,19 @@ lm_status lm_generate(const lm_model *m, const lm_tokenizer *tok, const char *pr
                       const lm_generate_opts *opts, lm_token_cb cb, void *ud, lm_generate_result *res);
 void lm_generate_result_free(lm_generate_result *res);
 
+/* A hook for lm_generate_ex: registered (lm_state_add_hook) on the generation's state, in
+ * order, so it runs on the prompt prefill and on every generated token. */
+typedef struct lm_gen_hook {
+    const char *name; /* TransformerLens name, e.g. "blocks.2.hook_resid_post" */
+    lm_hook_fn fn;
+    void *ud;
+} lm_gen_hook;
+/* lm_generate with hooks (n_hooks may be 0, hooks then may be NULL): same tokens, sampling and
+ * callbacks; lm_generate is lm_generate_ex with no hooks. */
+lm_status lm_generate_ex(const lm_model *m, const lm_tokenizer *tok, const char *prompt, size_t prompt_len,
+                         const lm_generate_opts *opts, const lm_gen_hook *hooks, int n_hooks, lm_token_cb cb,
+                         void *ud, lm_generate_result *res);
+
 #ifdef __cplusplus
 }
 #endif

@@ -172,6 +172,29 @@ lm_status lm_sae_load(const char *dir, lm_sae **out);
 lm_status lm_sae_load_sparsity(const char *dir, size_t d_sae, float **out);
 
 
+/* ---- steering (src/sae/sae_steer.c) -------------------------------------------------------
+ * Feature steering as in Scaling Monosemanticity (Templeton et al. 2024), applied at the SAE's
+ * hook to every row the hook sees (every prompt position and every generated token):
+ *   clamp: x <- decode(f') + (x - decode(f)), f = encode(x), f' = f with f'[feature] = value;
+ *          the SAE's error term x - decode(f) is kept, so only the feature changes. Decoding is
+ *          affine, so this is computed as x + (value - f[feature]) * W_dec[feature] (the same in
+ *          exact arithmetic, without the rounding of two full decodes).
+ *   add:   x <- x + value * W_dec[feature] (no encoding).
+ * value is in the feature's activation units (the CLI multiplies its X by a max activation). */
+typedef enum lm_sae_steer_mode { LM_SAE_STEER_CLAMP = 0, LM_SAE_STEER_ADD = 1 } lm_sae_steer_mode;
+typedef struct lm_sae_steer {
+    const lm_sae *sae;
+    size_t feature;
+    lm_sae_steer_mode mode;
+    float value;
+} lm_sae_steer;
+/* Steers x [n, d_in] in place. LM_ERR_ARG for a feature >= d_sae. */
+lm_status lm_sae_steer_apply(const lm_sae_steer *s, float *x, size_t n);
+/* An lm_hook_fn (ud: an lm_sae_steer) calling lm_sae_steer_apply; LM_ERR_ARG if the hook's
+ * width is not d_in. */
+struct lm_hook_info;
+lm_status lm_sae_steer_hook(void *ud, const struct lm_hook_info *info, float *act);
+
 /* ---- training loop (src/sae/sae_trainer.c) ------------------------------------------------
  * Activations come from a model run on the fly over token ids: consecutive windows of ctx
  * tokens (wrapping around at the end of the ids), captured at one hook, go through a

@@ -39,6 +39,7 @@ int cmd_tokenize_data(int argc, char **argv);
 int cmd_linearity(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_sae(int argc, char **argv);
+int cmd_steer(int argc, char **argv);
 /* A progress callback printing a bar (terminal) or lines (log) on stderr; ud is an lm_progress. */
 int cli_progress_cb(void *ud, size_t done, size_t total);
 

@@ -117,7 +117,10 @@ static void usage(FILE *f) {
             "  prune MODEL --remove K --calib FILE -o OUT\n"
             "                             remove the K most linear blocks, save the smaller model\n"
             "  sae train MODEL FILE --hook NAME --d-sae N -o DIR\n"
-            "                             train a sparse autoencoder on activations (resumable)\n\n"
+            "                             train a sparse autoencoder on activations (resumable)\n"
+            "  steer MODEL SAE -p PROMPT --feature ID (--clamp X | --add X)\n"
+            "                             generate with an SAE feature clamped or added, next to the\n"
+            "                             unsteered continuation\n\n"
             "MODEL is a Hugging Face directory (config.json + safetensors), a GGUF file or a\n"
             "llama2.c .bin checkpoint.\n"
             "Run `lumen <command> --help` for a command's options.\n",
@@ -164,6 +167,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(verb, "linearity")) rc = cmd_linearity(argc - 1, argv + 1);
     else if (!strcmp(verb, "prune")) rc = cmd_prune(argc - 1, argv + 1);
     else if (!strcmp(verb, "sae")) rc = cmd_sae(argc - 1, argv + 1);
+    else if (!strcmp(verb, "steer")) rc = cmd_steer(argc - 1, argv + 1);
     else {
         fprintf(stderr, "lumen: unknown command '%s'\n\n", verb);
         usage(stderr);

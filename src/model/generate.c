@@ -13,7 +13,14 @@ void lm_generate_result_free(lm_generate_result *res) {
 
 lm_status lm_generate(const lm_model *m, const lm_tokenizer *tok, const char *prompt, size_t prompt_len,
                       const lm_generate_opts *o, lm_token_cb cb, void *ud, lm_generate_result *res) {
+    return lm_generate_ex(m, tok, prompt, prompt_len, o, NULL, 0, cb, ud, res);
+}
+
+lm_status lm_generate_ex(const lm_model *m, const lm_tokenizer *tok, const char *prompt, size_t prompt_len,
+                         const lm_generate_opts *o, const lm_gen_hook *hooks, int n_hooks, lm_token_cb cb, void *ud,
+                         lm_generate_result *res) {
     memset(res, 0, sizeof *res);
+    if (n_hooks < 0 || (n_hooks > 0 && !hooks)) return lm_fail(LM_ERR_ARG, "generate: bad hook list");
     if (o->max_new_tokens < 0) return lm_fail(LM_ERR_ARG, "generate: negative token count");
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -44,6 +51,7 @@ lm_status lm_generate(const lm_model *m, const lm_tokenizer *tok, const char *pr
     lm_sampler smp = {0};
     if (!logits) st = lm_fail(LM_ERR_NOMEM, "generate: out of memory");
     if (st == LM_OK) st = lm_state_new(m, (int)cap, (int)n_ids, &s);
+    for (int h = 0; st == LM_OK && h < n_hooks; h++) st = lm_state_add_hook(s, hooks[h].name, hooks[h].fn, hooks[h].ud);
     if (st == LM_OK) st = lm_sampler_init(&smp, V, o->temperature, o->top_k, o->top_p, o->seed);
     int stop = 0;
     char buf[16];
