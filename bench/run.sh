@@ -78,7 +78,7 @@ def table(title, rows, lumen, torch_):
     """rows: (label, lumen key, pytorch key, aim or None); returns {lumen key: ratio}."""
     print()
     print(title)
-    print("%-34s %10s %10s %8s  %s" % ("", "lumen", "pytorch", "ratio", "aim"))
+    print("%-34s %10s %10s %9s  %s" % ("", "lumen", "pytorch", "ratio", "aim"))
     ratio = {}
     for label, lk, tk, aim in rows:
         if lk not in lumen or tk not in torch_:
@@ -86,7 +86,7 @@ def table(title, rows, lumen, torch_):
         r = lumen[lk] / torch_[tk]
         ratio[lk] = round(r, 3)
         mark = "" if aim is None else ">= %.1fx %s" % (aim, "met" if r >= aim else "MISSED")
-        print("%-34s %10.1f %10.1f %7.2fx  %s" % (label, lumen[lk], torch_[tk], r, mark))
+        print("%-34s %10.1f %10.1f %8.3fx  %s" % (label, lumen[lk], torch_[tk], r, mark))
     return ratio
 
 

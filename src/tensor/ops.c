@@ -199,16 +199,36 @@ void lm_rope(float *x, size_t n_tok, size_t n_heads, size_t head_dim, size_t pos
     }
 }
 
+/* exp(x) to about 2e-7 relative, in plain float arithmetic that vectorises (libm's expf/tanhf
+ * calls do not, and were two thirds of GPT-2's prefill time): 2^n by the exponent bits times a
+ * degree-6 Taylor polynomial on |r| <= ln2/2. The clamp is written with comparisons (fminf/fmaxf
+ * are libm calls at -std=c11 without -ffast-math and stop vectorisation), n is rounded with the
+ * 1.5*2^23 trick, and x < -87 (exp(-inf) included) gives 0. */
+static inline float fast_expf(float x0) {
+    float x = x0 < -87.0f ? -87.0f : (x0 > 88.0f ? 88.0f : x0);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    int32_t ni = (int32_t)n;
+    float r = x - n * 0.693145751953125f - n * 1.42860682030941723e-6f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    union {
+        int32_t i;
+        float f;
+    } scale = {.i = (ni + 127) * (1 << 23)};
+    return x0 < -87.0f ? 0.0f : p * scale.f;
+}
+
 static void softmax_row(float *x, size_t d) {
     float mx = x[0];
-    for (size_t i = 1; i < d; i++)
-        if (x[i] > mx) mx = x[i];
+#pragma omp simd reduction(max : mx)
+    for (size_t i = 1; i < d; i++) mx = x[i] > mx ? x[i] : mx;
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (size_t i = 0; i < d; i++) {
-        x[i] = expf(x[i] - mx);
+        x[i] = fast_expf(x[i] - mx);
         sum += x[i];
     }
     float inv = 1.0f / sum;
+#pragma omp simd
     for (size_t i = 0; i < d; i++) x[i] *= inv;
 }
 
@@ -225,31 +245,14 @@ void lm_swiglu(float *out, const float *gate, const float *up, size_t n) {
     }
 }
 
-/* exp(x) for |x| < 88 to about 2e-7 relative, in plain float arithmetic that vectorises (libm's
- * expf/tanhf calls do not, and were two thirds of GPT-2's prefill time): 2^n by the exponent bits
- * times a degree-6 Taylor polynomial on |r| <= ln2/2. */
-static inline float fast_expf(float x) {
-    x = fminf(fmaxf(x, -87.0f), 88.0f);
-    /* round to nearest by truncating x*log2(e) + 0.5 shifted to be positive */
-    int32_t ni = (int32_t)(x * 1.44269504088896341f + 128.5f) - 128;
-    float n = (float)ni;
-    float r = x - n * 0.693145751953125f - n * 1.42860682030941723e-6f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-    union {
-        int32_t i;
-        float f;
-    } scale = {.i = (ni + 127) * (1 << 23)};
-    return p * scale.f;
-}
-
 void lm_gelu_tanh(float *x, size_t n) {
     const float k = 0.7978845608028654f; /* sqrt(2/pi) */
 #pragma omp parallel for simd schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         float u = k * (v + 0.044715f * v * v * v);
-        float t = 1.0f - 2.0f / (fast_expf(2.0f * u) + 1.0f); /* tanh(u) */
-        x[i] = 0.5f * v * (1.0f + t);
+        /* 0.5 v (1 + tanh u) = v / (1 + exp(-2u)) */
+        x[i] = v / (1.0f + fast_expf(-2.0f * u));
     }
 }
 
