@@ -727,6 +727,9 @@ static void check_save_load(const lm_tokenizer *t, const tcases *texts, const ch
     if (!u) return;
     CHECK(lm_tokenizer_get_kind(u) == lm_tokenizer_get_kind(t) &&
           lm_tokenizer_vocab_size(u) == lm_tokenizer_vocab_size(t));
+    CHECKF(lm_tokenizer_bos(u) == lm_tokenizer_bos(t) && lm_tokenizer_wants_bos(u) == lm_tokenizer_wants_bos(t),
+           "%s: BOS %d (wanted: %d) after saving, %d (%d) before", name, lm_tokenizer_bos(u), lm_tokenizer_wants_bos(u),
+           lm_tokenizer_bos(t), lm_tokenizer_wants_bos(t));
     int bad = 0;
     for (size_t i = 0; i < texts->n; i++) {
         bad += !same_encoding(t, u, texts->v[i].text, texts->v[i].len, 0);
@@ -761,7 +764,7 @@ static lm_tokenizer *load_json_obj(json_t *root, const char *name) {
 
 /* tiny-random-gpt2 with Llama-3's pre-tokenizer (a Split regex before a regex-less ByteLevel) and
  * ignore_merges, as Llama-3's tokenizer.json has them. */
-static lm_tokenizer *llama3_style(const char *tiny_json) {
+static lm_tokenizer *llama3_style(const char *tiny_json, int bos_template) {
     json_error_t err;
     json_t *root = json_load_file(tiny_json, 0, &err);
     if (!root) return NULL;
@@ -772,6 +775,15 @@ static lm_tokenizer *llama3_style(const char *tiny_json) {
                             "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0);
     json_object_set_new(root, "pre_tokenizer", pre);
     json_object_set_new(json_object_get(root, "model"), "ignore_merges", json_true());
+    if (bos_template) { /* Llama-3's post-processor, with GPT-2's <|endoftext|> (id 0 here) as BOS */
+        json_t *tp = json_pack(
+            "{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:{s:{s:s, s:[i], s:[s]}}}", "type", "TemplateProcessing",
+            "single", "SpecialToken", "id", "<|endoftext|>", "type_id", 0, "Sequence", "id", "A", "type_id", 0,
+            "special_tokens", "<|endoftext|>", "id", "<|endoftext|>", "ids", 0, "tokens", "<|endoftext|>");
+        json_object_set_new(root, "post_processor",
+                            json_pack("{s:s, s:[{s:s, s:b}, o]}", "type", "Sequence", "processors", "type",
+                                      "ByteLevel", "trim_offsets", 0, tp));
+    }
     return load_json_obj(root, "llama3_style/tokenizer.json");
 }
 
@@ -965,12 +977,32 @@ int main(void) {
         {"a<|endoftext|>b", {65, 0, 66}, 3},
         {"the then there 1234567", {84, 195, 862, 817, 159, 17, 18, 19, 20, 21, 22, 23}, 12},
     };
-    lm_tokenizer *l3 = llama3_style(tj);
+    lm_tokenizer *l3 = llama3_style(tj, 0);
     if (l3) {
         check_hf_cases(l3, l3_cases, sizeof l3_cases / sizeof l3_cases[0], "llama3-style");
         check_save_load(l3, &ref, "llama3_saved.json");
+        CHECK(!lm_tokenizer_wants_bos(l3)); /* byte-level without a BOS template: GPT-2 adds none */
     }
     lm_tokenizer_free(l3);
+    /* Llama-3 puts BOS first through a TemplateProcessing post-processor: encoding for the model
+     * then prepends it, and a tokenizer.json saved by lumen keeps the template. */
+    l3 = llama3_style(tj, 1);
+    if (l3) {
+        CHECKF(lm_tokenizer_bos(l3) == 0 && lm_tokenizer_wants_bos(l3), "llama3 template BOS: bos %d, wanted %d",
+               lm_tokenizer_bos(l3), lm_tokenizer_wants_bos(l3));
+        check_save_load(l3, &ref, "llama3_bos_saved.json");
+    }
+    lm_tokenizer_free(l3);
+    /* tokenizer_config.json's add_bos_token overrides the template. */
+    FILE *cf = fopen(tmp_path("llama3_style/tokenizer_config.json", p, sizeof p), "wb");
+    if (cf) {
+        fputs("{\"bos_token\": \"<|endoftext|>\", \"add_bos_token\": false}", cf);
+        fclose(cf);
+        l3 = llama3_style(tj, 1);
+        CHECK(l3 && lm_tokenizer_bos(l3) == 0 && !lm_tokenizer_wants_bos(l3));
+        lm_tokenizer_free(l3);
+        remove(p);
+    }
 
     /* Llama-2 style (SentencePiece BPE with byte fallback, merges by rank): llama.cpp's expected
      * ids for the same vocabulary, and the Metaspace "first" variant against Hugging Face. */

@@ -688,6 +688,7 @@ lm_status lm_tok_from_gguf_bpe(const lm_gguf *g, lm_tokenizer **out) {
     if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.bos_token_id", n, &t->bos)) != LM_OK) goto done;
     if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.eos_token_id", n, &t->eos)) != LM_OK) goto done;
     if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.unknown_token_id", n, &t->unk)) != LM_OK) goto done;
+    if ((st = lm_tok_gguf_add_bos(g, t)) != LM_OK) goto done;
     if (pattern == LM_GPT2_PATTERN) t->cfg.bl_regex = 1;
     if ((st = lm_tok_add_split(t, pattern, strlen(pattern), 0)) != LM_OK) goto done;
     st = lm_tok_bpe_build(t, &src);

@@ -53,6 +53,7 @@ lm_tokenizer *lm_tok_new(const char *path) {
     }
     t->kind = LM_TOK_SPM;
     t->bos = t->eos = t->unk = -1;
+    t->add_bos = -1;
     t->add_space_prefix = 1;
     for (int i = 0; i < 256; i++) t->byte_token[i] = -1;
     return t;
@@ -356,6 +357,16 @@ lm_status lm_tok_gguf_token_id(const lm_gguf *g, const char *key, int n_vocab, i
     return LM_OK;
 }
 
+/* tokenizer.ggml.add_bos_token, when present, into t->add_bos; a non-bool is an error. */
+lm_status lm_tok_gguf_add_bos(const lm_gguf *g, lm_tokenizer *t) {
+    const lm_gguf_kv *kv = lm_gguf_find(g, "tokenizer.ggml.add_bos_token");
+    if (!kv) return LM_OK;
+    if (kv->type != LM_GGUF_BOOL)
+        return lm_fail(LM_ERR_FORMAT, "%s: tokenizer.ggml.add_bos_token is not a bool", g->file.path);
+    t->add_bos = kv->u != 0;
+    return LM_OK;
+}
+
 static int is_int_type(lm_gguf_type ty) {
     return ty == LM_GGUF_UINT8 || ty == LM_GGUF_INT8 || ty == LM_GGUF_UINT16 || ty == LM_GGUF_INT16 ||
            ty == LM_GGUF_UINT32 || ty == LM_GGUF_INT32 || ty == LM_GGUF_UINT64 || ty == LM_GGUF_INT64;
@@ -415,6 +426,7 @@ lm_status lm_tokenizer_from_gguf(const lm_gguf *g, lm_tokenizer **out) {
     }
     if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.bos_token_id", n, &t->bos)) != LM_OK) goto done;
     if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.eos_token_id", n, &t->eos)) != LM_OK) goto done;
+    if ((st = lm_tok_gguf_add_bos(g, t)) != LM_OK) goto done;
     int unk = -1;
     if ((st = lm_tok_gguf_token_id(g, "tokenizer.ggml.unknown_token_id", n, &unk)) != LM_OK) goto done;
     const lm_gguf_kv *asp = lm_gguf_find(g, "tokenizer.ggml.add_space_prefix");
@@ -654,5 +666,7 @@ lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out) {
 }
 
 int lm_tokenizer_wants_bos(const lm_tokenizer *t) {
-    return lm_tokenizer_bos(t) >= 0 && lm_tokenizer_get_kind(t) != LM_TOK_BPE;
+    if (lm_tokenizer_bos(t) < 0) return 0;
+    if (t->add_bos >= 0) return t->add_bos;
+    return lm_tokenizer_get_kind(t) != LM_TOK_BPE;
 }

@@ -76,6 +76,10 @@ struct lm_tokenizer {
     lm_token *tokens;
     char *blob;
     int bos, eos, unk; /* -1 when absent */
+    /* Whether encoding for the model prepends BOS, as the file says it (tokenizer.json's
+     * post-processor template, tokenizer_config.json's add_bos_token); -1: the file does not say,
+     * so lm_tokenizer_wants_bos decides by the kind of vocabulary. */
+    int add_bos;
     int add_space_prefix;
     int split_at_space; /* no encodable piece has ' ' right after another byte (see spm.c) */
     int byte_token[256]; /* id of the byte-fallback token of each byte, -1 when absent */
@@ -179,6 +183,7 @@ uint64_t lm_tok_hash(const char *s, size_t n);
 /* GGUF helpers shared by the two GGUF vocabularies. An optional token-id key: absent leaves *id
  * alone; UINT32_MAX is GGUF's "none". */
 lm_status lm_tok_gguf_token_id(const lm_gguf *g, const char *key, int n_vocab, int *id);
+lm_status lm_tok_gguf_add_bos(const lm_gguf *g, lm_tokenizer *t);
 /* An optional per-token array of floats or integers, one per token. */
 lm_status lm_tok_gguf_token_array(const lm_gguf *g, const char *key, int want_float, uint64_t n,
                                   const lm_gguf_kv **out);

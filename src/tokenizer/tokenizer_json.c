@@ -191,6 +191,9 @@ static lm_status find_bos_eos(lm_tokenizer *t, const char *path, json_t *root) {
         if (st == LM_OK) {
             t->bos = named_token(t, json_object_get(c, "bos_token"));
             t->eos = named_token(t, json_object_get(c, "eos_token"));
+            json_t *ab = json_object_get(c, "add_bos_token");
+            if (json_is_boolean(ab)) t->add_bos = json_is_true(ab);
+            else if (t->bos >= 0 && template_bos(t, json_object_get(root, "post_processor"), 0) == t->bos) t->add_bos = 1;
         }
         json_decref(c);
         free(cfg);
@@ -200,7 +203,8 @@ static lm_status find_bos_eos(lm_tokenizer *t, const char *path, json_t *root) {
     static const char *const BOS[] = {"<s>", "<|begin_of_text|>", "<bos>", "<|endoftext|>", NULL};
     static const char *const EOS[] = {"</s>", "<|end_of_text|>", "<eos>", "<|endoftext|>", NULL};
     t->bos = template_bos(t, json_object_get(root, "post_processor"), 0);
-    if (t->bos < 0) t->bos = first_piece(t, BOS);
+    if (t->bos >= 0) t->add_bos = 1; /* the post-processor puts it first */
+    else t->bos = first_piece(t, BOS);
     t->eos = first_piece(t, EOS);
     return LM_OK;
 }
@@ -481,6 +485,28 @@ static void write_pretok_bytelevel(sbuf *b, const lm_tokenizer *t) {
     puts_(b, "]}");
 }
 
+/* A TemplateProcessing post-processor that puts BOS first (as Hugging Face's Llama tokenizers
+ * have), so that loaders, lumen's included, know that encoding for the model prepends it. */
+static void write_bos_template(sbuf *b, const lm_tokenizer *t) {
+    const char *piece = t->tokens[t->bos].piece;
+    size_t len = t->tokens[t->bos].piece_len;
+    puts_(b, "{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": ");
+    put_str(b, piece, len);
+    puts_(b, ", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"pair\": [{\"SpecialToken\": {\"id\": ");
+    put_str(b, piece, len);
+    puts_(b, ", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, {\"SpecialToken\": {\"id\": ");
+    put_str(b, piece, len);
+    puts_(b, ", \"type_id\": 1}}, {\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}], \"special_tokens\": {");
+    put_str(b, piece, len);
+    puts_(b, ": {\"id\": ");
+    put_str(b, piece, len);
+    puts_(b, ", \"ids\": [");
+    put_int(b, t->bos);
+    puts_(b, "], \"tokens\": [");
+    put_str(b, piece, len);
+    puts_(b, "]}}}");
+}
+
 static void write_spm_parts(sbuf *b, const lm_tokenizer *t) {
     const lm_bpe_config *c = &t->cfg;
     const char *prep = "{\"type\": \"Prepend\", \"prepend\": \"\xe2\x96\x81\"}";
@@ -506,7 +532,10 @@ static void write_spm_parts(sbuf *b, const lm_tokenizer *t) {
     } else {
         puts_(b, "null");
     }
-    puts_(b, ",\n  \"post_processor\": null,\n  \"decoder\": {\"type\": \"Sequence\", \"decoders\": ["
+    puts_(b, ",\n  \"post_processor\": ");
+    if (lm_tokenizer_wants_bos(t)) write_bos_template(b, t);
+    else puts_(b, "null");
+    puts_(b, ",\n  \"decoder\": {\"type\": \"Sequence\", \"decoders\": ["
              "{\"type\": \"Replace\", \"pattern\": {\"String\": \"\xe2\x96\x81\"}, \"content\": \" \"}, "
              "{\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"}");
     if (t->add_space_prefix) puts_(b, ", {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}");
@@ -565,8 +594,18 @@ static lm_status write_json(const lm_tokenizer *t, sbuf *b, const char *path) {
         puts_(b, c->nfc ? "{\"type\": \"NFC\"}" : "null");
         puts_(b, ",\n  \"pre_tokenizer\": ");
         write_pretok_bytelevel(b, t);
-        puts_(b, ",\n  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": false, "
-                 "\"use_regex\": true}");
+        static const char BL[] = "{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": false, "
+                                 "\"use_regex\": true}";
+        if (lm_tokenizer_wants_bos(t)) {
+            puts_(b, ",\n  \"post_processor\": {\"type\": \"Sequence\", \"processors\": [");
+            puts_(b, BL);
+            puts_(b, ", ");
+            write_bos_template(b, t);
+            puts_(b, "]}");
+        } else {
+            puts_(b, ",\n  \"post_processor\": ");
+            puts_(b, BL);
+        }
         puts_(b, ",\n  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, "
                  "\"use_regex\": true}");
     } else {
