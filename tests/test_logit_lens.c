@@ -227,9 +227,9 @@ static void test_cli(void) {
                        "Counting seven months forward from November gives June. Saturday plus four days is "
                        "Wednesday. What month is five months after January? It is June.\n";
     FILE *f = fopen(text, "w");
-    for (int i = 0; f && i < 3; i++) fputs(body, f);
+    for (int i = 0; f && i < 8; i++) fputs(body, f);
     if (f) fclose(f);
-    snprintf(cmd, sizeof cmd, "'%s' linearity '%s' '%s' --tokens 150 --ctx 64 --id-tokens 50 --threads 2 --json "
+    snprintf(cmd, sizeof cmd, "'%s' linearity '%s' '%s' --tokens 400 --ctx 64 --id-tokens 50 --threads 2 --json "
                               "--logit-lens --lens-positions 5 --lens-svg '%s' 2>/dev/null",
              bin, dir, text, svg);
     FILE *p = popen(cmd, "r");
@@ -247,7 +247,7 @@ static void test_cli(void) {
     if (lm_model_load(dir, &m) == LM_OK && m->tokenizer && layers) {
         int32_t *ids = NULL;
         size_t n = 0;
-        CHECK(lm_tokenize_file(m->tokenizer, text, 1, 150, &ids, &n) == LM_OK);
+        CHECK(lm_tokenize_file(m->tokenizer, text, 1, 400, &ids, &n) == LM_OK);
         lm_eval_result ev;
         CHECK(lm_eval_ce(m, ids, n, 64, 4, NULL, NULL, &ev) == LM_OK);
         CHECK(json_array_size(layers) == (size_t)m->cfg.n_layers + 1);
@@ -273,13 +273,22 @@ static void test_cli(void) {
     }
     free(svgt);
     /* the table */
-    snprintf(cmd, sizeof cmd, "'%s' linearity '%s' '%s' --tokens 150 --ctx 64 --id-tokens 50 --threads 2 --logit-lens 2>/dev/null",
+    snprintf(cmd, sizeof cmd, "'%s' linearity '%s' '%s' --tokens 400 --ctx 64 --id-tokens 50 --threads 2 --logit-lens 2>/dev/null",
              bin, dir, text);
     p = popen(cmd, "r");
     len = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
     buf[len] = 0;
     rc = p ? pclose(p) : -1;
     CHECKF(rc == 0 && strstr(buf, "logit lens:") && strstr(buf, "<- next"), "table output: %.300s", buf);
+    /* fewer tokens than the hidden size (192): every map would fit exactly, so it is refused */
+    snprintf(cmd, sizeof cmd, "'%s' linearity '%s' '%s' --tokens 150 --ctx 64 --threads 2 2>&1", bin, dir, text);
+    p = popen(cmd, "r");
+    len = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
+    buf[len] = 0;
+    rc = p ? pclose(p) : -1;
+    CHECKF(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 1 && strstr(buf, "150 tokens for hidden size 192") &&
+               strstr(buf, "under-determined"),
+           "too few tokens: rc %d, %.300s", rc, buf);
     unlink(svg);
     unlink(text);
 }

@@ -163,12 +163,12 @@ static void test_cli(void) {
     snprintf(text, sizeof text, "%s/prune_text_%d.txt", check_tmpdir(), (int)getpid());
     snprintf(out, sizeof out, "%s/prune_cli_%d", check_tmpdir(), (int)getpid());
     FILE *f = fopen(text, "w");
-    for (int i = 0; f && i < 4; i++)
+    for (int i = 0; f && i < 14; i++)
         fputs("If today is Monday, then in three days it will be Thursday.\nCounting seven months forward from "
               "November gives June.\nSaturday plus four days is Wednesday.\n",
               f);
     if (f) fclose(f);
-    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 1 --calib '%s' --eval '%s' --tokens 120 --ctx 64 --threads 2 "
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 1 --calib '%s' --eval '%s' --tokens 400 --ctx 64 --threads 2 "
                               "-o '%s' --json 2>/dev/null",
              bin, dir, text, text, out);
     FILE *p = popen(cmd, "r");
@@ -182,7 +182,7 @@ static void test_cli(void) {
     CHECKF(j != NULL, "not JSON: %.300s", buf);
     int32_t *ids = NULL;
     size_t n = 0;
-    CHECK(lm_tokenize_file(m->tokenizer, text, 1, 120, &ids, &n) == LM_OK);
+    CHECK(lm_tokenize_file(m->tokenizer, text, 1, 400, &ids, &n) == LM_OK);
     if (j && ids) {
         CHECK(json_integer_value(json_object_get(j, "layers")) == 4);
         CHECK(json_integer_value(json_object_get(j, "layers_after")) == 3);
@@ -217,7 +217,7 @@ static void test_cli(void) {
     free(ids);
     json_decref(j);
     /* the text report; usage errors exit 2 (--linearize is not there yet), bad requests 1 */
-    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 2 --calib '%s' --tokens 120 --ctx 64 -o '%s' 2>/dev/null",
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 2 --calib '%s' --tokens 400 --ctx 64 -o '%s' 2>/dev/null",
              bin, dir, text, out);
     p = popen(cmd, "r");
     len = p ? fread(buf, 1, sizeof buf - 1, p) : 0;

@@ -151,6 +151,17 @@ lm_status lm_linearity_profile(const lm_model *m, const int32_t *ids, size_t n, 
                        m->cfg.seq_len);
     int batch = o && o->batch > 0 ? o->batch : 4;
     if (n < 3) return lm_fail(LM_ERR_ARG, "linearity: needs at least 3 tokens, got %zu", n);
+    /* Centred, n rows span at most n - 1 dimensions: with n - 1 <= d every state maps exactly onto
+     * the next (score 1 whatever the model), so such a profile is refused rather than reported. */
+    size_t rows = n;
+    if (o && !o->include_bos && o->bos_id >= 0)
+        for (size_t t = 0; t < n; t++) rows -= ids[t] == o->bos_id;
+    if (rows <= d + 1)
+        return lm_fail(LM_ERR_ARG,
+                       "linearity: %zu tokens for hidden size %zu: the least-squares map between states is "
+                       "under-determined (every score would be 1); give more than %zu tokens (several times the "
+                       "hidden size is better)",
+                       rows, d, d + 1);
     size_t bytes;
     if (lm_mul_ok(n, d, &bytes) || lm_mul_ok(bytes, ((size_t)L + 1) * sizeof(float), &bytes))
         return lm_fail(LM_ERR_NOMEM, "linearity: %zu tokens x %zu x %d states overflow memory", n, d, L + 1);
