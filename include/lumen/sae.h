@@ -196,10 +196,15 @@ struct lm_hook_info;
 lm_status lm_sae_steer_hook(void *ud, const struct lm_hook_info *info, float *act);
 
 /* ---- training loop (src/sae/sae_trainer.c) ------------------------------------------------
- * Activations come from a model run on the fly over token ids: consecutive windows of ctx
- * tokens (wrapping around at the end of the ids), captured at one hook, go through a
- * shuffling buffer of buffer_mult * batch rows (fill, shuffle with a seeded lm_rng, serve
- * half in batches, refill the served half, shuffle again). The scale c of
+ * Activations come from one of three sources:
+ *   model     the model run on the fly over token ids: consecutive windows of ctx tokens
+ *             (wrapping around at the end of the ids), captured at one hook;
+ *   acts_dir  the shards of a complete `lumen activations` job (lm_harvest) that harvested the
+ *             hook, read in order and wrapping around (model, ids, ctx are then not needed; a
+ *             model given is only checked: it must have the hook and the shards' width);
+ *   rows_fn   a caller's function filling rows pos .. pos+n-1 of an endless stream (d_in wide).
+ * They go through a shuffling buffer of buffer_mult * batch rows (fill, shuffle with a seeded
+ * lm_rng, serve half in batches, refill the served half, shuffle again). The scale c of
  * lm_sae_estimate_scale is taken on the first fill; training runs on c*x with Adam (fp32
  * moments), lm_sae_lr_at / lm_sae_l1_at schedules and gradient clipping. Written to out_dir:
  *   sae_log.jsonl            one object every log_every steps (and the last): step, tokens, loss,
@@ -208,19 +213,32 @@ lm_status lm_sae_steer_hook(void *ud, const struct lm_hook_info *info, float *ac
  *                            that did not fire in the last dead_window tokens), lr, l1_coeff,
  *                            grad_norm, tokens_per_s
  *   ckpt/step_NNNNNNNN/      the SAE (scaled, lm_sae_save), optimizer.safetensors (adam_m,
- *                            adam_v, fired counters, the shuffling buffer) and
- *                            trainer_state.json (step, adam step, rng, token position, scale,
- *                            the options that must match); ckpt/latest is renamed in last
+ *                            adam_v, fired counters, and where each buffer row not yet served
+ *                            came from: buffer_pos, plus buffer_group for the model source),
+ *                            trainer_state.json (step, adam step, rng, source position, scale,
+ *                            the options that must match); ckpt/latest is renamed in last.
+ *                            On resume the unserved rows are made again from their source
+ *                            positions (the model reruns the same forward batches), so the
+ *                            checkpoint holds 8-16 bytes per buffer row, not 4 * d_in.
  *   cfg.json, sae_weights.safetensors, sparsity.safetensors
  *                            the final SAE with the scale folded in (works on raw activations)
  *                            and log10 feature densities over the run.
  * Run again with the same options it resumes from ckpt/latest and continues bit-identically
- * (same thread count); other options are refused; a finished run writes nothing. */
+ * (same thread count; for rows_fn, rows that depend only on their position); other options
+ * are refused; a finished run writes nothing. */
+
+/* A caller's activation source: writes rows pos .. pos+n-1 of its stream, raw (unscaled), into
+ * dst [n, d_in]. Resuming, and so checkpoints, rely on a row depending only on its position:
+ * unserved buffer rows are asked for again, one at a time, by position. A status other than
+ * LM_OK stops the training with it (set the message with lm_fail). */
+typedef lm_status (*lm_sae_rows_fn)(void *ud, uint64_t pos, float *dst, size_t n, size_t d_in);
+
 typedef struct lm_sae_train_opts {
-    const struct lm_model *model; /* the model whose activations are learnt */
+    const struct lm_model *model; /* the model whose activations are learnt (source "model") */
     const int32_t *ids;           /* token ids the model is run on */
     size_t n_ids;
-    const char *hook;             /* TransformerLens hook name, e.g. "blocks.2.hook_resid_post" */
+    const char *hook;             /* TransformerLens hook name, e.g. "blocks.2.hook_resid_post"
+                                     (rows_fn: metadata only) */
     const char *model_name;       /* metadata (cfg.json); may be NULL */
     const char *source_name;      /* the corpus, recorded in the checkpoint identity; may be NULL */
     int prepend_bos;              /* metadata: whether the ids start with BOS */
@@ -230,8 +248,9 @@ typedef struct lm_sae_train_opts {
     float l1_coeff;               /* relu (default 5) */
     float lr;                     /* default 5e-5 for relu, 2e-4 for topk (0: default) */
     float clip;                   /* global gradient-norm clip (default 1; < 0: none) */
-    int ctx;                      /* window length (0: the model's context) */
-    int fwd_batch;                /* windows per forward (0: 8) */
+    int ctx;                      /* window length (0: the model's context); acts_dir: the
+                                     shards' own; rows_fn: metadata (cfg.json context_size) */
+    int fwd_batch;                /* windows per forward (0: 8; at most 65535) */
     size_t batch;                 /* SAE batch in rows (0: 4096) */
     size_t buffer_mult;           /* buffer = buffer_mult * batch rows, even (0: 16) */
     uint64_t steps;               /* total steps; 0: tokens / batch */
@@ -242,6 +261,11 @@ typedef struct lm_sae_train_opts {
     uint64_t seed;
     float dec_norm;               /* initial decoder row norm (0: 0.1) */
     int progress;                 /* progress line on stderr */
+    /* other sources (give at most one; then model and ids may be NULL) */
+    const char *acts_dir;         /* shards of `lumen activations` holding hook */
+    lm_sae_rows_fn rows_fn;       /* a caller's stream of rows ... */
+    void *rows_ud;                /* ... its user data ... */
+    size_t d_in;                  /* ... and their width (required for rows_fn; else 0 or checked) */
 } lm_sae_train_opts;
 
 typedef struct lm_sae_train_result {
