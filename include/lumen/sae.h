@@ -239,7 +239,8 @@ typedef struct lm_sae_train_opts {
     size_t n_ids;
     const char *hook;             /* TransformerLens hook name, e.g. "blocks.2.hook_resid_post"
                                      (rows_fn: metadata only) */
-    const char *model_name;       /* metadata (cfg.json); may be NULL */
+    const char *model_name;       /* metadata (cfg.json); may be NULL (acts_dir: then the
+                                     manifest's model) */
     const char *source_name;      /* the corpus, recorded in the checkpoint identity; may be NULL */
     int prepend_bos;              /* metadata: whether the ids start with BOS */
     const char *out_dir;

@@ -19,14 +19,20 @@ static void help(FILE *f) {
 
 static void help_train(FILE *f) {
     fprintf(f,
-            "usage: lumen sae train MODEL FILE --hook NAME --d-sae N -o DIR [options]\n\n"
+            "usage: lumen sae train MODEL FILE --hook NAME --d-sae N -o DIR [options]\n"
+            "       lumen sae train [MODEL] --acts ACTS --hook NAME --d-sae N -o DIR [options]\n\n"
             "Runs FILE through MODEL in windows of --ctx tokens, captures the activations at --hook\n"
-            "through a shuffling buffer and trains an SAE on them (inputs scaled so E||x||^2 = d;\n"
-            "Adam, gradient clipping, L1 warm-up and a linear LR decay over the last 20%%).\n"
+            "(or reads them, in order and wrapping around, from ACTS: a directory written by\n"
+            "`lumen activations` with --hook NAME among its hooks) through a shuffling buffer and\n"
+            "trains an SAE on them (inputs scaled so E||x||^2 = d; Adam, gradient clipping, L1\n"
+            "warm-up and a linear LR decay over the last 20%%). With --acts, MODEL is optional: when\n"
+            "given it must have the hook and the shards' width, and it names the model in cfg.json\n"
+            "(else the manifest's model is recorded); the windows are the shards' own.\n"
             "DIR gets sae_log.jsonl (mse, explained variance, L0, dead latents), checkpoints in\n"
             "DIR/ckpt (run the same command again to resume) and the final SAE in SAELens layout\n"
             "(cfg.json, sae_weights.safetensors, sparsity.safetensors), scale folded in.\n\n"
             "  --hook NAME        e.g. blocks.2.hook_resid_post (TransformerLens names)\n"
+            "  --acts ACTS        train on the activation shards in ACTS instead of FILE\n"
             "  --d-sae N          number of latents\n"
             "  --arch relu|topk   (default relu)\n"
             "  --k K              active latents per token for topk (default 32)\n"
@@ -54,6 +60,7 @@ static void help_train(FILE *f) {
 static int cmd_sae_train(int argc, char **argv) {
     const char *V = "sae train";
     const char *model_path = NULL, *file = NULL, *tok_path = NULL, *out = NULL, *hook = NULL, *arch = "relu";
+    const char *acts = NULL, *model_only = NULL; /* model_only: an option that needs FILE, given with --acts */
     long d_sae = 0, k = 32, ctx = 0, fwd = 8, batch = 4096, bmult = 16, threads = 0, max_tokens = 0;
     unsigned long long tokens = 1000000, steps = 0, dead_window = 0, log_every = 10, save_every = 0, seed = 1;
     double l1 = 0, lr = 0, clip = 1;
@@ -67,17 +74,26 @@ static int cmd_sae_train(int argc, char **argv) {
         } else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--hook") && hv) hook = argv[++i];
+        else if (!strcmp(a, "--acts") && hv) acts = argv[++i];
         else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && hv) out = argv[++i];
         else if (!strcmp(a, "--tokenizer") && hv) tok_path = argv[++i];
         else if (!strcmp(a, "--arch") && hv) arch = argv[++i];
         else if (!strcmp(a, "--d-sae") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &d_sae) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--k") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &k) ? CLI_USAGE : rc;
-        else if (!strcmp(a, "--ctx") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &ctx) ? CLI_USAGE : rc;
-        else if (!strcmp(a, "--fwd-batch") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 4096, &fwd) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--ctx") && hv) {
+            model_only = a;
+            rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &ctx) ? CLI_USAGE : rc;
+        } else if (!strcmp(a, "--fwd-batch") && hv) {
+            model_only = a;
+            rc = cli_parse_int(V, a, argv[++i], 1, 4096, &fwd) ? CLI_USAGE : rc;
+        }
         else if (!strcmp(a, "--batch") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &batch) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--buffer-mult") && hv) rc = cli_parse_int(V, a, argv[++i], 2, 1024, &bmult) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--threads") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1024, &threads) ? CLI_USAGE : rc;
-        else if (!strcmp(a, "--max-tokens") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 40, &max_tokens) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--max-tokens") && hv) {
+            model_only = a;
+            rc = cli_parse_int(V, a, argv[++i], 1, 1L << 40, &max_tokens) ? CLI_USAGE : rc;
+        }
         else if (!strcmp(a, "--tokens") && hv) rc = cli_parse_u64(V, a, argv[++i], &tokens) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--steps") && hv) rc = cli_parse_u64(V, a, argv[++i], &steps) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--dead-window") && hv) rc = cli_parse_u64(V, a, argv[++i], &dead_window) ? CLI_USAGE : rc;
@@ -93,7 +109,10 @@ static int cmd_sae_train(int argc, char **argv) {
         else rc = cli_usage_error(V, "unexpected argument: %s", a);
     }
     lm_sae_arch ar = LM_SAE_RELU;
-    if (rc == CLI_OK && (!model_path || !file)) rc = cli_usage_error(V, "expected MODEL and FILE");
+    if (rc == CLI_OK && !acts && (!model_path || !file)) rc = cli_usage_error(V, "expected MODEL and FILE (or --acts ACTS)");
+    if (rc == CLI_OK && acts && file) rc = cli_usage_error(V, "give FILE or --acts, not both (unexpected argument: %s)", file);
+    if (rc == CLI_OK && acts && model_only)
+        rc = cli_usage_error(V, "%s does not apply with --acts (the shards were cut when harvested)", model_only);
     if (rc == CLI_OK && !hook) rc = cli_usage_error(V, "missing --hook NAME");
     if (rc == CLI_OK && !d_sae) rc = cli_usage_error(V, "missing --d-sae N");
     if (rc == CLI_OK && !out) rc = cli_usage_error(V, "missing -o DIR");
@@ -106,13 +125,16 @@ static int cmd_sae_train(int argc, char **argv) {
     if (rc != CLI_OK) return rc;
     lm_set_threads((int)threads);
     lm_model *m = NULL;
-    lm_status st = lm_model_load(model_path, &m);
+    lm_status st = model_path ? lm_model_load(model_path, &m) : LM_OK;
     lm_tokenizer *owned = NULL;
     const lm_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
-    if (st == LM_OK) st = cli_load_tokenizer(model_path, tok_path, m, &owned, &tok);
-    if (st == LM_OK) st = lm_tokenize_file(tok, file, 1, (size_t)max_tokens, &ids, &n);
+    /* with --acts the tokenizer only tells whether the harvest put BOS first (lumen's harvest
+     * does when the tokenizer has one; without one that is assumed) */
+    if (st == LM_OK && model_path && (!acts || m->tokenizer || tok_path))
+        st = cli_load_tokenizer(model_path, tok_path, m, &owned, &tok);
+    if (st == LM_OK && !acts) st = lm_tokenize_file(tok, file, 1, (size_t)max_tokens, &ids, &n);
     lm_sae_train_result r;
     if (st == LM_OK) {
         lm_sae_train_opts o;
@@ -122,8 +144,9 @@ static int cmd_sae_train(int argc, char **argv) {
         o.n_ids = n;
         o.hook = hook;
         o.model_name = model_path;
-        o.source_name = file;
-        o.prepend_bos = lm_tokenizer_wants_bos(tok);
+        o.source_name = acts ? acts : file;
+        o.prepend_bos = tok ? lm_tokenizer_wants_bos(tok) : 1;
+        o.acts_dir = acts;
         o.out_dir = out;
         o.arch = ar;
         o.d_sae = (size_t)d_sae;

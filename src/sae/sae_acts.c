@@ -100,6 +100,8 @@ lm_status sae_acts_open(sae_acts *a, const char *dir, const char *hook) {
             st = lm_fail(LM_ERR_ARG, "%s: hook '%s' was not harvested (the shards hold: %s)", path, hook, list);
         }
     }
+    json_t *jm = json_object_get(j, "model");
+    if (st == LM_OK) a->model = lm_strdup(json_is_string(jm) ? json_string_value(jm) : "");
     json_decref(j);
     if (st != LM_OK) return st;
     a->d = (size_t)d;
@@ -109,7 +111,7 @@ lm_status sae_acts_open(sae_acts *a, const char *dir, const char *hook) {
     a->dir = lm_strdup(dir);
     a->hook = lm_strdup(hook);
     a->start = lm_malloc(a->n_shards + 1, sizeof(uint64_t));
-    if (!a->dir || !a->hook || !a->start) {
+    if (!a->dir || !a->hook || !a->model || !a->start) {
         sae_acts_close(a);
         return lm_fail(LM_ERR_NOMEM, "%s: out of memory", path);
     }
@@ -132,6 +134,7 @@ void sae_acts_close(sae_acts *a) {
     lm_safetensors_close(a->cur);
     free(a->dir);
     free(a->hook);
+    free(a->model);
     free(a->start);
     memset(a, 0, sizeof *a);
 }

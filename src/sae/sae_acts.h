@@ -10,6 +10,7 @@
 typedef struct sae_acts {
     char *dir;
     char *hook;
+    char *model;           /* the manifest's model (the harvested model's path) */
     size_t d;              /* row width (the manifest's d_model) */
     int ctx;               /* the job's window length */
     size_t n_shards;

@@ -437,7 +437,7 @@ static lm_status save_final(strun *R) {
         for (size_t i = 0; i < ds; i++) dens[i] = (float)log10(R->fired_total[i] / tok + 1e-10);
         free(f->model_name);
         free(f->hook_name);
-        f->model_name = lm_strdup(o->model_name ? o->model_name : "");
+        f->model_name = lm_strdup(o->model_name ? o->model_name : R->kind == SRC_ACTS ? R->acts.model : "");
         f->hook_name = lm_strdup(o->hook ? o->hook : "");
         f->context_size = R->ctx;
         f->prepend_bos = o->prepend_bos;
