@@ -1,7 +1,7 @@
 #!/bin/bash
 # test_sae_cli.sh - `lumen sae`: help and usage errors, a short `sae train` run with --json, a rerun
 # that finds the job finished, and a rerun with other options refused; `sae eval`; `sae train --acts`
-# on activation shards (same SAE as on the fly, resume, bad shards and manifests).
+# on activation shards (same SAE as on the fly, resume, bad shards and manifests); --arch jumprelu.
 set -u
 LUMEN=${LUMEN_BIN:?LUMEN_BIN not set}
 A=${LUMEN_ASSETS:-../shared/assets}
@@ -102,6 +102,16 @@ sed 's/"shards_done": 5/"shards_done": 3/' "$TMP/acts/manifest.json" >"$TMP/acts
 "$LUMEN" sae train --acts "$TMP/acts_bad" "${SA[@]}" -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
 [ $rc -eq 1 ] && grep -q "incomplete (3 of 5 shards)" "$TMP/o" && ok || bad "incomplete harvest: rc $rc $(cat "$TMP/o")"
 [ ! -e "$TMP/bad/sae_weights.safetensors" ] && ok || bad "a failed run left an SAE"
+
+# --arch jumprelu: trains, saves a threshold tensor, and `sae eval` loads the result
+"$LUMEN" sae train --acts "$TMP/acts" --hook blocks.2.hook_resid_post --d-sae 64 --arch jumprelu --l0 1 --bandwidth 0.1 \
+  --init-threshold 0.1 --lr 2e-3 --batch 128 --buffer-mult 4 --steps 20 --threads 2 --quiet -o "$TMP/jr" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q '"architecture": *"jumprelu"' "$TMP/jr/cfg.json" && grep -q threshold "$TMP/jr/sae_weights.safetensors" \
+  && ok || bad "jumprelu train: rc $rc $(cat "$TMP/o")"
+"$LUMEN" sae eval "$MODEL" "$TMP/jr" "$TEXT" --ctx 32 --max-tokens 200 --threads 2 --json >"$TMP/j" 2>"$TMP/e"; rc=$?
+[ $rc -eq 0 ] && grep -q '"l0":' "$TMP/j" && ok || bad "sae eval of a jumprelu SAE: rc $rc $(cat "$TMP/e")"
+"$LUMEN" sae train --acts "$TMP/acts" "${SA[@]}" --l0 2 -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q "jumprelu" "$TMP/o" && ok || bad "--l0 without jumprelu: rc $rc"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -34,10 +34,15 @@ static void help_train(FILE *f) {
             "  --hook NAME        e.g. blocks.2.hook_resid_post (TransformerLens names)\n"
             "  --acts ACTS        train on the activation shards in ACTS instead of FILE\n"
             "  --d-sae N          number of latents\n"
-            "  --arch relu|topk   (default relu)\n"
+            "  --arch A           relu (ReLU + L1), topk (TopK + AuxK) or jumprelu (JumpReLU + L0,\n"
+            "                     Rajamanoharan et al. 2024) (default relu)\n"
             "  --k K              active latents per token for topk (default 32)\n"
             "  --l1 C             L1 coefficient for relu (default 5)\n"
-            "  --lr LR            learning rate (default 5e-5 relu, 2e-4 topk)\n"
+            "  --l0 C             L0 coefficient for jumprelu (default 1)\n"
+            "  --bandwidth E      jumprelu: width of the threshold's straight-through kernel\n"
+            "                     (default 0.001; inputs are scaled to E||x||^2 = d)\n"
+            "  --init-threshold T jumprelu: initial threshold (default 0.001)\n"
+            "  --lr LR            learning rate (default 5e-5 relu, 2e-4 topk, 7e-5 jumprelu)\n"
             "  --tokens N         training tokens (default 1000000), or\n"
             "  --steps N          training steps\n"
             "  --batch N          SAE batch in tokens (default 4096)\n"
@@ -63,7 +68,7 @@ static int cmd_sae_train(int argc, char **argv) {
     const char *acts = NULL, *model_only = NULL; /* model_only: an option that needs FILE, given with --acts */
     long d_sae = 0, k = 32, ctx = 0, fwd = 8, batch = 4096, bmult = 16, threads = 0, max_tokens = 0;
     unsigned long long tokens = 1000000, steps = 0, dead_window = 0, log_every = 10, save_every = 0, seed = 1;
-    double l1 = 0, lr = 0, clip = 1;
+    double l1 = -1, l0c = -1, lr = 0, clip = 1, bw = 0, th0 = 0;
     int json = 0, quiet = 0, rc = CLI_OK;
     for (int i = 1; i < argc && rc == CLI_OK; i++) {
         const char *a = argv[i];
@@ -101,6 +106,9 @@ static int cmd_sae_train(int argc, char **argv) {
         else if (!strcmp(a, "--save-every") && hv) rc = cli_parse_u64(V, a, argv[++i], &save_every) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--seed") && hv) rc = cli_parse_u64(V, a, argv[++i], &seed) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--l1") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e6, &l1) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--l0") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e6, &l0c) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--bandwidth") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-9, 1e6, &bw) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--init-threshold") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-9, 1e6, &th0) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--lr") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-12, 10, &lr) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--clip") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e12, &clip) ? CLI_USAGE : rc;
         else if (a[0] == '-' && a[1]) rc = cli_usage_error(V, "unknown option or missing value: %s", a);
@@ -119,7 +127,12 @@ static int cmd_sae_train(int argc, char **argv) {
     if (rc == CLI_OK) {
         if (!strcmp(arch, "relu") || !strcmp(arch, "standard")) ar = LM_SAE_RELU;
         else if (!strcmp(arch, "topk")) ar = LM_SAE_TOPK;
-        else rc = cli_usage_error(V, "--arch must be relu or topk, got '%s'", arch);
+        else if (!strcmp(arch, "jumprelu")) ar = LM_SAE_JUMPRELU;
+        else rc = cli_usage_error(V, "--arch must be relu, topk or jumprelu, got '%s'", arch);
+    }
+    if (rc == CLI_OK && ar != LM_SAE_JUMPRELU && (l0c >= 0 || bw > 0 || th0 > 0))
+        rc = cli_usage_error(V, "--l0, --bandwidth and --init-threshold are for --arch jumprelu");
+    if (rc == CLI_OK) {
     }
     if (rc == CLI_OK && bmult % 2) rc = cli_usage_error(V, "--buffer-mult must be even");
     if (rc != CLI_OK) return rc;
@@ -151,7 +164,9 @@ static int cmd_sae_train(int argc, char **argv) {
         o.arch = ar;
         o.d_sae = (size_t)d_sae;
         o.k = (size_t)k;
-        o.l1_coeff = (float)l1;
+        o.l1_coeff = (float)(ar == LM_SAE_JUMPRELU ? (l0c > 0 ? l0c : 0) : (l1 > 0 ? l1 : 0));
+        o.bandwidth = (float)bw;
+        o.init_threshold = (float)th0;
         o.lr = (float)lr;
         o.clip = clip > 0 ? (float)clip : -1.0f;
         o.ctx = (int)ctx;

@@ -15,6 +15,7 @@
 
 #include "lumen/lumen.h"
 #include "sae_acts.h"
+#include "sae_internal.h"
 
 #define STOP_AFTER_CAPTURE LM_ERR_RANGE
 
@@ -38,6 +39,9 @@ static lm_status capture_hook(void *ud, const lm_hook_info *info, float *act) {
 }
 
 enum { SRC_MODEL, SRC_ACTS, SRC_FN };
+
+/* jumprelu: the default L0 coefficient, for inputs scaled to E||x||^2 = d_in */
+#define JUMP_L0_DEFAULT 1.0f
 
 /* For the model source a buffer row's group word packs the forward batch it came from: its
  * first token's index in the ids (<< 16) and its number of windows (fwd_batch <= 65535). */
@@ -68,6 +72,40 @@ typedef struct strun {
 } strun;
 
 static void scale_rows(float *x, size_t n, size_t d, double c);
+
+/* The initial SAE: Anthropic's init (lm_sae_new); a jumprelu SAE gets the ReLU one's weights
+ * and every threshold at init_threshold. */
+static lm_status new_sae(const lm_sae_train_opts *o, size_t d, lm_sae **out) {
+    lm_sae_init in = {o->arch == LM_SAE_JUMPRELU ? LM_SAE_RELU : o->arch, d, o->d_sae, o->k, 1, o->dec_norm, o->seed};
+    lm_status st = lm_sae_new(&in, out);
+    if (st != LM_OK || o->arch != LM_SAE_JUMPRELU) return st;
+    lm_sae *r = *out, *j = NULL;
+    *out = NULL;
+    st = sae_alloc(LM_SAE_JUMPRELU, d, o->d_sae, &j);
+    if (st == LM_OK) {
+        /* the layouts agree up to the thresholds, which come last */
+        memcpy(j->params, r->params, r->n_params * sizeof(float));
+        for (size_t i = 0; i < o->d_sae; i++) j->threshold[i] = o->init_threshold;
+        j->apply_b_dec_to_input = r->apply_b_dec_to_input;
+        *out = j;
+    }
+    lm_sae_free(r);
+    return st;
+}
+
+/* jumprelu: Adam works on log(theta) (SAELens' parameterisation, which keeps theta > 0): the
+ * threshold gradient becomes dL/dlog(theta) = theta dL/dtheta before clipping, the thresholds
+ * are swapped for their logs around the step and exponentiated after. */
+static void to_log_threshold(lm_sae *sae, lm_sae_grad *g) {
+    for (size_t i = 0; i < sae->d_sae; i++) {
+        if (g) g->threshold[i] *= sae->threshold[i];
+        else sae->threshold[i] = logf(sae->threshold[i]);
+    }
+}
+
+static void from_log_threshold(lm_sae *sae) {
+    for (size_t i = 0; i < sae->d_sae; i++) sae->threshold[i] = expf(sae->threshold[i]);
+}
 
 static lm_status mkdir_p(const char *path) {
     if (mkdir(path, 0777) != 0 && errno != EEXIST)
@@ -251,6 +289,10 @@ static json_t *identity_json(const lm_sae_train_opts *o, const strun *R) {
                      "dead_window", (json_int_t)o->dead_window, "seed", (json_int_t)o->seed, "dec_norm",
                      (double)o->dec_norm, "d_in", (int)R->d);
     /* the model source keeps the identity it always had, so its checkpoints stay resumable */
+    if (j && o->arch == LM_SAE_JUMPRELU) {
+        json_object_set_new(j, "bandwidth", json_real(o->bandwidth));
+        json_object_set_new(j, "init_threshold", json_real(o->init_threshold));
+    }
     if (j && R->kind == SRC_ACTS) {
         json_object_set_new(j, "source_kind", json_string("acts"));
         json_object_set_new(j, "acts_rows", json_integer((json_int_t)R->acts.n_rows));
@@ -471,14 +513,24 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
     if (kind == SRC_ACTS && !o->hook) return lm_fail(LM_ERR_ARG, "sae train: the hook to read from %s is required", o->acts_dir);
     if (kind == SRC_FN && (o->d_in == 0 || o->d_in > (1u << 24)))
         return lm_fail(LM_ERR_ARG, "sae train: rows_fn needs d_in (1 .. 2^24), got %zu", o->d_in);
-    if (o->arch != LM_SAE_RELU && o->arch != LM_SAE_TOPK) return lm_fail(LM_ERR_ARG, "sae train: arch must be relu or topk");
+    if (o->arch != LM_SAE_RELU && o->arch != LM_SAE_TOPK && o->arch != LM_SAE_JUMPRELU)
+        return lm_fail(LM_ERR_ARG, "sae train: arch must be relu, topk or jumprelu");
     if (o->d_sae == 0) return lm_fail(LM_ERR_ARG, "sae train: d_sae must be positive");
     if (o->arch == LM_SAE_TOPK && (o->k == 0 || o->k > o->d_sae)) return lm_fail(LM_ERR_ARG, "sae train: topk needs 1 <= k <= d_sae");
     lm_sae_train_opts oo = *o; /* defaults filled in */
     if (oo.arch != LM_SAE_TOPK) oo.k = 0;
-    if (!(oo.lr > 0)) oo.lr = oo.arch == LM_SAE_TOPK ? 2e-4f : 5e-5f;
+    if (!(oo.lr > 0)) oo.lr = oo.arch == LM_SAE_TOPK ? 2e-4f : oo.arch == LM_SAE_JUMPRELU ? 7e-5f : 5e-5f;
     if (oo.arch == LM_SAE_RELU && !(oo.l1_coeff > 0)) oo.l1_coeff = 5.0f;
-    if (oo.arch != LM_SAE_RELU) oo.l1_coeff = 0;
+    if (oo.arch == LM_SAE_JUMPRELU && !(oo.l1_coeff > 0)) oo.l1_coeff = JUMP_L0_DEFAULT;
+    if (oo.arch == LM_SAE_TOPK) oo.l1_coeff = 0;
+    if (oo.arch == LM_SAE_JUMPRELU) {
+        if (!(oo.bandwidth > 0)) oo.bandwidth = 0.001f;
+        if (!(oo.init_threshold > 0)) oo.init_threshold = 0.001f;
+        if (!isfinite(oo.bandwidth) || !isfinite(oo.init_threshold))
+            return lm_fail(LM_ERR_ARG, "sae train: bandwidth and init_threshold must be finite");
+    } else {
+        oo.bandwidth = oo.init_threshold = 0;
+    }
     if (oo.clip == 0) oo.clip = 1.0f;
     if (oo.clip < 0) oo.clip = 0;
     if (!(oo.dec_norm > 0)) oo.dec_norm = 0.1f;
@@ -542,8 +594,7 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
         uint64_t run_tok = R.total_steps * oo.batch;
         oo.dead_window = run_tok < 10000000ull ? run_tok : 10000000ull;
     }
-    lm_sae_init in = {oo.arch, R.d, oo.d_sae, oo.k, 1, oo.dec_norm, oo.seed};
-    st = lm_sae_new(&in, &R.sae);
+    st = new_sae(&oo, R.d, &R.sae);
     if (st == LM_OK) st = lm_sae_adam_init(&R.adam, R.sae);
     if (st == LM_OK) st = lm_sae_grad_init(&R.grad, R.sae);
     size_t ds = oo.d_sae;
@@ -619,11 +670,13 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
             dead[i] = (double)R.tokens_seen - R.last_fired[i] >= (double)oo.dead_window;
             n_dead += dead[i];
         }
-        lm_sae_loss_opts lo = {lm_sae_l1_at(oo.l1_coeff, R.step, R.total_steps), oo.arch == LM_SAE_TOPK ? dead : NULL, 0, 0};
+        lm_sae_loss_opts lo = {lm_sae_l1_at(oo.l1_coeff, R.step, R.total_steps), oo.arch == LM_SAE_TOPK ? dead : NULL, 0, 0,
+                               oo.bandwidth};
         lm_sae_grad_zero(&R.grad);
         memset(R.fired, 0, ds * sizeof(uint64_t));
         st = lm_sae_loss_backward(R.sae, &R.grad, x, R.batch, &lo, &L, R.fired);
         if (st != LM_OK) break;
+        if (oo.arch == LM_SAE_JUMPRELU) to_log_threshold(R.sae, &R.grad);
         double gn = lm_sae_grad_clip(&R.grad, oo.clip);
         if (!isfinite(gn) || !isfinite(L.total)) {
             st = lm_fail(LM_ERR_RANGE, "sae train: loss or gradient not finite at step %llu; stopping without saving",
@@ -631,7 +684,9 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
             break;
         }
         float lr = lm_sae_lr_at(oo.lr, R.step, R.total_steps);
+        if (oo.arch == LM_SAE_JUMPRELU) to_log_threshold(R.sae, NULL);
         st = lm_sae_adam_step(&R.adam, R.sae, &R.grad, lr);
+        if (oo.arch == LM_SAE_JUMPRELU) from_log_threshold(R.sae);
         if (st != LM_OK) break;
         /* explained variance of this batch (x_hat from before the step, as the mse) */
         double var = 0;
