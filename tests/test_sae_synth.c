@@ -1,7 +1,7 @@
 /* test_sae_synth.c - the SAE trainer recovers known features: activations are sparse nonnegative
  * combinations of a 2x overcomplete dictionary of random unit directions (plus a little noise),
  * made by a caller's row function (lm_sae_train_opts.rows_fn) and fed through the real trainer.
- * For ReLU+L1 and for TopK, the saved decoder's rows must find the true directions: the mean,
+ * For ReLU+L1, TopK and JumpReLU, the saved decoder's rows must find the true directions: the mean,
  * over the true directions, of the best cosine with any decoder row exceeds 0.9, where the
  * untrained SAE scores far lower. Also: a run of the callback source resumed from a middle
  * checkpoint ends bit-identical, and its checkpoint stores the unserved buffer rows' positions
@@ -107,12 +107,20 @@ static void train_and_score(synth *s, const char *dir, lm_sae_arch arch, double 
     o.arch = arch;
     if (arch == LM_SAE_TOPK) {
         o.k = ACTIVE;
-        o.lr = 4e-3f;
-        o.steps = 600;
+        o.lr = 6e-3f;
+        o.steps = 400;
+    } else if (arch == LM_SAE_JUMPRELU) {
+        /* thresholds start near the scale of the pre-activations here (inputs have E||x||^2 =
+         * d_in), with a kernel as wide: log-threshold Adam moves them by ~lr per step */
+        o.l1_coeff = 1.0f;
+        o.lr = 8e-3f;
+        o.steps = 400;
+        o.bandwidth = 0.1f;
+        o.init_threshold = 0.1f;
     } else {
         o.l1_coeff = 3.0f;
-        o.lr = 4e-3f;
-        o.steps = 800;
+        o.lr = 6e-3f;
+        o.steps = 500;
     }
     rm_rf(dir);
     lm_sae_train_result r;
@@ -121,13 +129,18 @@ static void train_and_score(synth *s, const char *dir, lm_sae_arch arch, double 
     double secs = lm_now() - t0;
     lm_sae *sae = NULL, *init = NULL;
     CHECKF(lm_sae_load(dir, &sae) == LM_OK, "%s", lm_errmsg());
-    lm_sae_init in = {arch, D_IN, 2 * N_DIR, o.k, 1, 0.1f, o.seed};
+    lm_sae_init in = {arch == LM_SAE_TOPK ? arch : LM_SAE_RELU, D_IN, 2 * N_DIR, o.k, 1, 0.1f, o.seed};
     CHECK(lm_sae_new(&in, &init) == LM_OK);
     *score = sae ? mean_max_cos(s, sae) : 0;
+    if (sae && arch == LM_SAE_JUMPRELU) {
+        size_t pos = 0;
+        for (size_t i = 0; i < sae->d_sae; i++) pos += sae->threshold[i] > 0;
+        CHECK(sae->arch == LM_SAE_JUMPRELU && pos == sae->d_sae);
+    }
     *untrained = init ? mean_max_cos(s, init) : 1;
-    fprintf(stderr, "  %-5s: %llu steps in %.2f s, ev %.3f, l0 %.2f, dead %zu: mean max cosine %.4f (untrained %.4f)\n",
-            arch == LM_SAE_TOPK ? "topk" : "relu", (unsigned long long)r.steps_done, secs, r.ev, r.l0, r.n_dead, *score,
-            *untrained);
+    fprintf(stderr, "  %-8s: %llu steps in %.2f s, ev %.3f, l0 %.2f, dead %zu: mean max cosine %.4f (untrained %.4f)\n",
+            arch == LM_SAE_RELU ? "relu" : lm_sae_arch_name(arch), (unsigned long long)r.steps_done, secs, r.ev, r.l0,
+            r.n_dead, *score, *untrained);
     lm_sae_free(sae);
     lm_sae_free(init);
     rm_rf(dir);
@@ -151,12 +164,14 @@ int main(void) {
     snprintf(dir, sizeof dir, "%s/sae_synth_a", check_tmpdir());
     snprintf(dir_b, sizeof dir_b, "%s/sae_synth_b", check_tmpdir());
 
-    double relu, relu0, topk, topk0;
+    double relu, relu0, topk, topk0, jump, jump0;
     train_and_score(&s, dir, LM_SAE_RELU, &relu, &relu0);
     train_and_score(&s, dir, LM_SAE_TOPK, &topk, &topk0);
+    train_and_score(&s, dir, LM_SAE_JUMPRELU, &jump, &jump0);
     CHECKF(relu > 0.9, "relu mean max cosine %.4f", relu);
     CHECKF(topk > 0.9, "topk mean max cosine %.4f", topk);
-    CHECKF(relu0 < 0.75 && topk0 < 0.75, "untrained %.4f %.4f", relu0, topk0);
+    CHECKF(jump > 0.9, "jumprelu mean max cosine %.4f", jump);
+    CHECKF(relu0 < 0.75 && topk0 < 0.75 && jump0 < 0.75, "untrained %.4f %.4f %.4f", relu0, topk0, jump0);
 
     /* resume with the callback source: B starts from A's checkpoint of step 12 */
     lm_sae_train_opts o;
