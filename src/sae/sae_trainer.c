@@ -94,16 +94,18 @@ static lm_status new_sae(const lm_sae_train_opts *o, size_t d, lm_sae **out) {
 }
 
 /* jumprelu: Adam works on log(theta) (SAELens' parameterisation, which keeps theta > 0): the
- * threshold gradient becomes dL/dlog(theta) = theta dL/dtheta before clipping, the thresholds
- * are swapped for their logs around the step and exponentiated after. */
-static void to_log_threshold(lm_sae *sae, lm_sae_grad *g) {
-    for (size_t i = 0; i < sae->d_sae; i++) {
-        if (g) g->threshold[i] *= sae->threshold[i];
-        else sae->threshold[i] = logf(sae->threshold[i]);
-    }
+ * threshold gradient becomes dL/dlog(theta) = theta dL/dtheta before clipping, and the
+ * thresholds are swapped for their logs around the step (exponentiated after). The swap is
+ * recomputed from theta every step, so a resumed run (which only has theta) matches. */
+static void log_threshold_grad(const lm_sae *sae, lm_sae_grad *g) {
+    for (size_t i = 0; i < sae->d_sae; i++) g->threshold[i] *= sae->threshold[i];
 }
 
-static void from_log_threshold(lm_sae *sae) {
+static void threshold_to_log(lm_sae *sae) {
+    for (size_t i = 0; i < sae->d_sae; i++) sae->threshold[i] = logf(sae->threshold[i]);
+}
+
+static void threshold_from_log(lm_sae *sae) {
     for (size_t i = 0; i < sae->d_sae; i++) sae->threshold[i] = expf(sae->threshold[i]);
 }
 
@@ -279,16 +281,16 @@ static void scale_rows(float *x, size_t n, size_t d, double c) {
 static json_t *identity_json(const lm_sae_train_opts *o, const strun *R) {
     char h[32];
     snprintf(h, sizeof h, "%016llx", (unsigned long long)ids_hash(o->ids, R->kind == SRC_MODEL ? o->n_ids : 0));
-    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:i, s:i, s:I, s:I, s:I, s:I, s:I, "
-                     "s:f, s:i}",
-                     "model", o->model_name ? o->model_name : "", "source", o->source_name ? o->source_name : "",
-                     "hook", o->hook ? o->hook : "", "n_ids", (json_int_t)(R->kind == SRC_MODEL ? o->n_ids : 0), "ids_hash", h, "arch", lm_sae_arch_name(o->arch),
-                     "d_sae", (json_int_t)o->d_sae, "k", (json_int_t)o->k, "l1_coeff", (double)o->l1_coeff, "lr",
-                     (double)o->lr, "clip", (double)o->clip, "ctx", R->ctx, "fwd_batch", R->fwd_batch, "batch",
-                     (json_int_t)R->batch, "buffer_rows", (json_int_t)R->cap_rows, "steps", (json_int_t)R->total_steps,
-                     "dead_window", (json_int_t)o->dead_window, "seed", (json_int_t)o->seed, "dec_norm",
-                     (double)o->dec_norm, "d_in", (int)R->d);
-    /* the model source keeps the identity it always had, so its checkpoints stay resumable */
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:f, s:i}", "model",
+        o->model_name ? o->model_name : "", "source", o->source_name ? o->source_name : "", "hook", o->hook ? o->hook : "",
+        "n_ids", (json_int_t)(R->kind == SRC_MODEL ? o->n_ids : 0), "ids_hash", h, "arch", lm_sae_arch_name(o->arch),
+        "d_sae", (json_int_t)o->d_sae, "k", (json_int_t)o->k, "l1_coeff", (double)o->l1_coeff, "lr", (double)o->lr,
+        "clip", (double)o->clip, "ctx", R->ctx, "fwd_batch", R->fwd_batch, "batch", (json_int_t)R->batch, "buffer_rows",
+        (json_int_t)R->cap_rows, "steps", (json_int_t)R->total_steps, "dead_window", (json_int_t)o->dead_window, "seed",
+        (json_int_t)o->seed, "dec_norm", (double)o->dec_norm, "d_in", (int)R->d);
+    /* keys only other architectures and sources have: a relu or topk run on the model keeps the
+     * identity it always had */
     if (j && o->arch == LM_SAE_JUMPRELU) {
         json_object_set_new(j, "bandwidth", json_real(o->bandwidth));
         json_object_set_new(j, "init_threshold", json_real(o->init_threshold));
@@ -676,7 +678,7 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
         memset(R.fired, 0, ds * sizeof(uint64_t));
         st = lm_sae_loss_backward(R.sae, &R.grad, x, R.batch, &lo, &L, R.fired);
         if (st != LM_OK) break;
-        if (oo.arch == LM_SAE_JUMPRELU) to_log_threshold(R.sae, &R.grad);
+        if (oo.arch == LM_SAE_JUMPRELU) log_threshold_grad(R.sae, &R.grad);
         double gn = lm_sae_grad_clip(&R.grad, oo.clip);
         if (!isfinite(gn) || !isfinite(L.total)) {
             st = lm_fail(LM_ERR_RANGE, "sae train: loss or gradient not finite at step %llu; stopping without saving",
@@ -684,9 +686,9 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
             break;
         }
         float lr = lm_sae_lr_at(oo.lr, R.step, R.total_steps);
-        if (oo.arch == LM_SAE_JUMPRELU) to_log_threshold(R.sae, NULL);
+        if (oo.arch == LM_SAE_JUMPRELU) threshold_to_log(R.sae);
         st = lm_sae_adam_step(&R.adam, R.sae, &R.grad, lr);
-        if (oo.arch == LM_SAE_JUMPRELU) from_log_threshold(R.sae);
+        if (oo.arch == LM_SAE_JUMPRELU) threshold_from_log(R.sae);
         if (st != LM_OK) break;
         /* explained variance of this batch (x_hat from before the step, as the mse) */
         double var = 0;
