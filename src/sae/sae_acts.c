@@ -75,7 +75,8 @@ lm_status sae_acts_open(sae_acts *a, const char *dir, const char *hook) {
     if (st == LM_OK) st = get_count(j, path, "shards_done", &done);
     if (st == LM_OK) st = get_count(j, path, "shards_total", &total);
     if (st == LM_OK && (d == 0 || d > (1u << 24) || ctx == 0 || ctx > (1u << 30) || a->n_tokens == 0 ||
-                        a->shard_tokens == 0 || total != (a->n_tokens + a->shard_tokens - 1) / a->shard_tokens))
+                        a->n_tokens > (1ull << 48) || a->shard_tokens == 0 || a->shard_tokens > (1ull << 40) ||
+                        total != (a->n_tokens + a->shard_tokens - 1) / a->shard_tokens))
         st = lm_fail(LM_ERR_FORMAT, "%s: inconsistent sizes (d_model, ctx, n_tokens, shard_tokens, shards_total)", path);
     if (st == LM_OK && done != total)
         st = lm_fail(LM_ERR_ARG,
