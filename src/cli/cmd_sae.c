@@ -145,7 +145,7 @@ static int cmd_sae_train(int argc, char **argv) {
     size_t n = 0;
     /* with --acts the tokenizer only tells whether the harvest put BOS first (lumen's harvest
      * does when the tokenizer has one; without one that is assumed) */
-    if (st == LM_OK && model_path && (!acts || m->tokenizer || tok_path))
+    if (st == LM_OK && (tok_path || (model_path && (!acts || m->tokenizer))))
         st = cli_load_tokenizer(model_path, tok_path, m, &owned, &tok);
     if (st == LM_OK && !acts) st = lm_tokenize_file(tok, file, 1, (size_t)max_tokens, &ids, &n);
     lm_sae_train_result r;
