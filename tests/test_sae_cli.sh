@@ -1,6 +1,7 @@
 #!/bin/bash
 # test_sae_cli.sh - `lumen sae`: help and usage errors, a short `sae train` run with --json, a rerun
-# that finds the job finished, and a rerun with other options refused.
+# that finds the job finished, and a rerun with other options refused; `sae eval`; `sae train --acts`
+# on activation shards (same SAE as on the fly, resume, bad shards and manifests); --arch jumprelu.
 set -u
 LUMEN=${LUMEN_BIN:?LUMEN_BIN not set}
 A=${LUMEN_ASSETS:-../shared/assets}
@@ -58,6 +59,59 @@ done
 grep -q '"hook":"blocks.1.hook_resid_pre"' "$TMP/j" && ok || bad "sae eval hook: $(cat "$TMP/j")"
 "$LUMEN" sae eval "$MODEL" "$TMP/sae" "$TEXT" --hook blocks.9.hook_resid_pre --ctx 32 --max-tokens 200 >"$TMP/o" 2>&1; rc=$?
 [ $rc -eq 1 ] && ok || bad "sae eval bad hook: rc $rc"
+
+# --acts: training on `lumen activations` shards. With the same windows (ctx 64; 8 windows per
+# forward in both, so the same forward batches) and fewer rows than the text holds, the shards
+# give the same SAE as the model run on the fly, byte for byte.
+"$LUMEN" activations "$MODEL" "$TEXT" --hook blocks.1.hook_resid_pre --hook blocks.2.hook_resid_post --ctx 64 \
+  --batch 8 --max-tokens 5000 --shard-tokens 1024 --threads 2 -o "$TMP/acts" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 0 ] && [ -f "$TMP/acts/shard_00004.safetensors" ] && ok || bad "activations: rc $rc $(cat "$TMP/o")"
+SA=(--hook blocks.2.hook_resid_post --d-sae 128 --arch topk --k 8 --lr 2e-3 --batch 256 --buffer-mult 4
+    --steps 14 --save-every 7 --threads 2 --quiet)
+"$LUMEN" sae train "$MODEL" "$TEXT" --ctx 64 --fwd-batch 8 --max-tokens 5000 "${SA[@]}" -o "$TMP/fly" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 0 ] && ok || bad "train on the fly: rc $rc $(cat "$TMP/o")"
+"$LUMEN" sae train --acts "$TMP/acts" "${SA[@]}" -o "$TMP/sh" --json >"$TMP/j" 2>"$TMP/e"; rc=$?
+[ $rc -eq 0 ] && grep -q '"steps":14' "$TMP/j" && ok || bad "train --acts: rc $rc $(cat "$TMP/e")"
+cmp -s "$TMP/fly/sae_weights.safetensors" "$TMP/sh/sae_weights.safetensors" && ok || bad "--acts and the model on the fly differ"
+grep -q '"model_name": *"[^"]*lumen-tiny"' "$TMP/sh/cfg.json" && grep -q '"context_size": *64' "$TMP/sh/cfg.json" \
+  && ok || bad "--acts cfg.json metadata: $(cat "$TMP/sh/cfg.json")"
+# resume from the middle checkpoint of the shard source (which records the position in the shards)
+mkdir -p "$TMP/sh2/ckpt" && cp -r "$TMP/sh/ckpt/step_00000007" "$TMP/sh2/ckpt/" && echo step_00000007 >"$TMP/sh2/ckpt/latest"
+"$LUMEN" sae train --acts "$TMP/acts" "${SA[@]}" -o "$TMP/sh2" --json >"$TMP/j" 2>"$TMP/e"; rc=$?
+[ $rc -eq 0 ] && grep -q '"resumed_from":7' "$TMP/j" && cmp -s "$TMP/sh/sae_weights.safetensors" "$TMP/sh2/sae_weights.safetensors" \
+  && ok || bad "--acts resume: rc $rc $(cat "$TMP/e" "$TMP/j")"
+grep -q '"src_pos"' "$TMP/sh/ckpt/step_00000007/trainer_state.json" && ok || bad "no src_pos in the trainer state"
+# with MODEL (checked against the shards), then usage and input errors; none leaves an SAE behind
+"$LUMEN" sae train "$MODEL" --acts "$TMP/acts" "${SA[@]}" -o "$TMP/shm" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 0 ] && ok || bad "train MODEL --acts: rc $rc $(cat "$TMP/o")"
+"$LUMEN" sae train "$MODEL" "$TEXT" --acts "$TMP/acts" "${SA[@]}" -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q "not both" "$TMP/o" && ok || bad "FILE with --acts: rc $rc"
+"$LUMEN" sae train --acts "$TMP/acts" --ctx 32 "${SA[@]}" -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--ctx" "$TMP/o" && ok || bad "--ctx with --acts: rc $rc"
+"$LUMEN" sae train "${SA[@]}" -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 2 ] && ok || bad "no source: rc $rc"
+"$LUMEN" sae train --acts "$TMP/acts" "${SA[@]}" --hook blocks.3.hook_mlp_out -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "manifest.json: hook 'blocks.3.hook_mlp_out' was not harvested" "$TMP/o" && ok || bad "hook not harvested: rc $rc $(cat "$TMP/o")"
+"$LUMEN" sae train --acts "$TMP/nowhere" "${SA[@]}" -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "nowhere/manifest.json" "$TMP/o" && ok || bad "missing manifest: rc $rc $(cat "$TMP/o")"
+cp -r "$TMP/acts" "$TMP/acts_bad"
+head -c 3000 "$TMP/acts/shard_00003.safetensors" >"$TMP/acts_bad/shard_00003.safetensors"
+"$LUMEN" sae train --acts "$TMP/acts_bad" "${SA[@]}" -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "shard_00003.safetensors" "$TMP/o" && ok || bad "truncated shard: rc $rc $(cat "$TMP/o")"
+sed 's/"shards_done": 5/"shards_done": 3/' "$TMP/acts/manifest.json" >"$TMP/acts_bad/manifest.json"
+"$LUMEN" sae train --acts "$TMP/acts_bad" "${SA[@]}" -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "incomplete (3 of 5 shards)" "$TMP/o" && ok || bad "incomplete harvest: rc $rc $(cat "$TMP/o")"
+[ ! -e "$TMP/bad/sae_weights.safetensors" ] && ok || bad "a failed run left an SAE"
+
+# --arch jumprelu: trains, saves a threshold tensor, and `sae eval` loads the result
+"$LUMEN" sae train --acts "$TMP/acts" --hook blocks.2.hook_resid_post --d-sae 64 --arch jumprelu --l0 1 --bandwidth 0.1 \
+  --init-threshold 0.1 --lr 2e-3 --batch 128 --buffer-mult 4 --steps 20 --threads 2 --quiet -o "$TMP/jr" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q '"architecture": *"jumprelu"' "$TMP/jr/cfg.json" && grep -q threshold "$TMP/jr/sae_weights.safetensors" \
+  && ok || bad "jumprelu train: rc $rc $(cat "$TMP/o")"
+"$LUMEN" sae eval "$MODEL" "$TMP/jr" "$TEXT" --ctx 32 --max-tokens 200 --threads 2 --json >"$TMP/j" 2>"$TMP/e"; rc=$?
+[ $rc -eq 0 ] && grep -q '"l0":' "$TMP/j" && ok || bad "sae eval of a jumprelu SAE: rc $rc $(cat "$TMP/e")"
+"$LUMEN" sae train --acts "$TMP/acts" "${SA[@]}" --l0 2 -o "$TMP/bad" >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -q "jumprelu" "$TMP/o" && ok || bad "--l0 without jumprelu: rc $rc"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

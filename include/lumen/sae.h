@@ -1,5 +1,5 @@
 /* sae.h - sparse autoencoders over model activations: ReLU+L1 (Anthropic, April 2024), TopK with
- * AuxK (Gao et al. 2024) and JumpReLU (load and forward only); their losses with explicit
+ * AuxK (Gao et al. 2024) and JumpReLU (Rajamanoharan et al. 2024); their losses with explicit
  * backward passes, an Adam step, activation scaling, and SAELens-format IO. */
 #ifndef LUMEN_SAE_H
 #define LUMEN_SAE_H
@@ -14,7 +14,7 @@ extern "C" {
 typedef enum lm_sae_arch {
     LM_SAE_RELU = 0, /* f = relu(pre) */
     LM_SAE_TOPK,     /* f = relu of the k largest pre-activations of each row, 0 elsewhere */
-    LM_SAE_JUMPRELU, /* f = pre * (pre > threshold); load and forward only */
+    LM_SAE_JUMPRELU, /* f = pre * (pre > threshold) */
     LM_SAE_ARCH_COUNT
 } lm_sae_arch;
 
@@ -110,18 +110,20 @@ void lm_sae_grad_free(lm_sae_grad *g); /* accepts a zeroed struct */
 double lm_sae_grad_clip(lm_sae_grad *g, double max_norm);
 
 typedef struct lm_sae_loss_opts {
-    float l1_coeff;      /* relu: lambda of the sparsity penalty (after warm-up, see lm_sae_l1_at) */
+    float l1_coeff;      /* relu (L1) and jumprelu (L0): lambda of the sparsity penalty (after
+                            warm-up, see lm_sae_l1_at) */
     /* topk AuxK: dead latents reconstruct the residual e = x - x_hat (treated as a constant) */
     const uint8_t *dead; /* [d_sae], nonzero = dead; NULL = no AuxK term */
     size_t k_aux;        /* 0 means d_in / 2 */
     float aux_coeff;     /* alpha; 0 means 1/32 */
+    float bandwidth;     /* jumprelu: eps of the rectangle kernel; 0 means 0.001 */
 } lm_sae_loss_opts;
 
 /* The loss of one batch and its parts (means over the n rows). */
 typedef struct lm_sae_loss {
     double total;
     double mse;      /* mean_t ||x_t - x_hat_t||^2 */
-    double sparsity; /* relu: mean_t sum_i f_ti ||W_dec,i|| (before lambda) */
+    double sparsity; /* relu: mean_t sum_i f_ti ||W_dec,i|| (before lambda); jumprelu: = l0 */
     double aux;      /* topk: the AuxK term, coefficient included */
     double l0;       /* mean nonzero latents per row */
 } lm_sae_loss;
@@ -132,8 +134,13 @@ typedef struct lm_sae_loss {
  *         aux = alpha * s * mean_t ||e_t - z_t @ W_dec||^2, e_t = x_t - x_hat_t held constant,
  *         z_t = the raw pre-activations of the top-k_aux' dead latents of row t (0 elsewhere),
  *         k_aux' = min(k_aux, n_dead), s = min(n_dead / k_aux, 1).
+ *   jumprelu: L = mean_t ( ||x_t - x_hat_t||^2 + l1_coeff * ||f_t||_0 ) (Rajamanoharan et al.
+ *         2024); f gets exact gradients where active; the threshold gets the straight-through
+ *         estimates with a rectangle kernel K(u) = 1{|u| < 1/2} of width eps = bandwidth:
+ *         dL/dtheta_i = mean_t -(K((pre_ti - theta_i)/eps) / eps) (theta_i dL/df_ti + l1_coeff),
+ *         with respect to theta itself (a log-threshold parameterisation multiplies by theta).
  * fired [d_sae], if non-NULL, gets += the number of rows where each latent is nonzero (for the
- * caller's dead-latent counters and feature densities). jumprelu: LM_ERR_UNSUPPORTED. */
+ * caller's dead-latent counters and feature densities). */
 lm_status lm_sae_loss_backward(const lm_sae *sae, lm_sae_grad *g, const float *x, size_t n, const lm_sae_loss_opts *o,
                                lm_sae_loss *loss, uint64_t *fired);
 
@@ -196,42 +203,64 @@ struct lm_hook_info;
 lm_status lm_sae_steer_hook(void *ud, const struct lm_hook_info *info, float *act);
 
 /* ---- training loop (src/sae/sae_trainer.c) ------------------------------------------------
- * Activations come from a model run on the fly over token ids: consecutive windows of ctx
- * tokens (wrapping around at the end of the ids), captured at one hook, go through a
- * shuffling buffer of buffer_mult * batch rows (fill, shuffle with a seeded lm_rng, serve
- * half in batches, refill the served half, shuffle again). The scale c of
+ * Activations come from one of three sources:
+ *   model     the model run on the fly over token ids: consecutive windows of ctx tokens
+ *             (wrapping around at the end of the ids), captured at one hook;
+ *   acts_dir  the shards of a complete `lumen activations` job (lm_harvest) that harvested the
+ *             hook, read in order and wrapping around (model, ids, ctx are then not needed; a
+ *             model given is only checked: it must have the hook and the shards' width);
+ *   rows_fn   a caller's function filling rows pos .. pos+n-1 of an endless stream (d_in wide).
+ * They go through a shuffling buffer of buffer_mult * batch rows (fill, shuffle with a seeded
+ * lm_rng, serve half in batches, refill the served half, shuffle again). The scale c of
  * lm_sae_estimate_scale is taken on the first fill; training runs on c*x with Adam (fp32
- * moments), lm_sae_lr_at / lm_sae_l1_at schedules and gradient clipping. Written to out_dir:
+ * moments), lm_sae_lr_at / lm_sae_l1_at schedules and gradient clipping; a jumprelu SAE starts
+ * from the ReLU init with every threshold at init_threshold and Adam works on log(threshold), as
+ * SAELens does. Written to out_dir:
  *   sae_log.jsonl            one object every log_every steps (and the last): step, tokens, loss,
  *                            mse (on scaled inputs), ev (explained variance of the batch:
  *                            1 - sum||x - x_hat||^2 / sum||x - mean||^2), l0, dead (latents
  *                            that did not fire in the last dead_window tokens), lr, l1_coeff,
  *                            grad_norm, tokens_per_s
  *   ckpt/step_NNNNNNNN/      the SAE (scaled, lm_sae_save), optimizer.safetensors (adam_m,
- *                            adam_v, fired counters, the shuffling buffer) and
- *                            trainer_state.json (step, adam step, rng, token position, scale,
- *                            the options that must match); ckpt/latest is renamed in last
+ *                            adam_v, fired counters, and where each buffer row not yet served
+ *                            came from: buffer_pos, plus buffer_group for the model source),
+ *                            trainer_state.json (step, adam step, rng, source position, scale,
+ *                            the options that must match); ckpt/latest is renamed in last.
+ *                            On resume the unserved rows are made again from their source
+ *                            positions (the model reruns the same forward batches), so the
+ *                            checkpoint holds 8-16 bytes per buffer row, not 4 * d_in.
  *   cfg.json, sae_weights.safetensors, sparsity.safetensors
  *                            the final SAE with the scale folded in (works on raw activations)
  *                            and log10 feature densities over the run.
  * Run again with the same options it resumes from ckpt/latest and continues bit-identically
- * (same thread count); other options are refused; a finished run writes nothing. */
+ * (same thread count; for rows_fn, rows that depend only on their position); other options
+ * are refused; a finished run writes nothing. */
+
+/* A caller's activation source: writes rows pos .. pos+n-1 of its stream, raw (unscaled), into
+ * dst [n, d_in]. Resuming, and so checkpoints, rely on a row depending only on its position:
+ * unserved buffer rows are asked for again, one at a time, by position. A status other than
+ * LM_OK stops the training with it (set the message with lm_fail). */
+typedef lm_status (*lm_sae_rows_fn)(void *ud, uint64_t pos, float *dst, size_t n, size_t d_in);
+
 typedef struct lm_sae_train_opts {
-    const struct lm_model *model; /* the model whose activations are learnt */
+    const struct lm_model *model; /* the model whose activations are learnt (source "model") */
     const int32_t *ids;           /* token ids the model is run on */
     size_t n_ids;
-    const char *hook;             /* TransformerLens hook name, e.g. "blocks.2.hook_resid_post" */
-    const char *model_name;       /* metadata (cfg.json); may be NULL */
+    const char *hook;             /* TransformerLens hook name, e.g. "blocks.2.hook_resid_post"
+                                     (rows_fn: metadata only) */
+    const char *model_name;       /* metadata (cfg.json); may be NULL (acts_dir: then the
+                                     manifest's model) */
     const char *source_name;      /* the corpus, recorded in the checkpoint identity; may be NULL */
     int prepend_bos;              /* metadata: whether the ids start with BOS */
     const char *out_dir;
-    lm_sae_arch arch;             /* LM_SAE_RELU or LM_SAE_TOPK */
+    lm_sae_arch arch;             /* LM_SAE_RELU, LM_SAE_TOPK or LM_SAE_JUMPRELU */
     size_t d_sae, k;              /* k: topk only */
     float l1_coeff;               /* relu (default 5) */
     float lr;                     /* default 5e-5 for relu, 2e-4 for topk (0: default) */
     float clip;                   /* global gradient-norm clip (default 1; < 0: none) */
-    int ctx;                      /* window length (0: the model's context) */
-    int fwd_batch;                /* windows per forward (0: 8) */
+    int ctx;                      /* window length (0: the model's context); acts_dir: the
+                                     shards' own; rows_fn: metadata (cfg.json context_size) */
+    int fwd_batch;                /* windows per forward (0: 8; at most 65535) */
     size_t batch;                 /* SAE batch in rows (0: 4096) */
     size_t buffer_mult;           /* buffer = buffer_mult * batch rows, even (0: 16) */
     uint64_t steps;               /* total steps; 0: tokens / batch */
@@ -242,6 +271,14 @@ typedef struct lm_sae_train_opts {
     uint64_t seed;
     float dec_norm;               /* initial decoder row norm (0: 0.1) */
     int progress;                 /* progress line on stderr */
+    /* other sources (give at most one; then model and ids may be NULL) */
+    const char *acts_dir;         /* shards of `lumen activations` holding hook */
+    lm_sae_rows_fn rows_fn;       /* a caller's stream of rows ... */
+    void *rows_ud;                /* ... its user data ... */
+    size_t d_in;                  /* ... and their width (required for rows_fn; else 0 or checked) */
+    /* jumprelu (l1_coeff is then the L0 coefficient lambda, default 1; lr default 7e-5) */
+    float bandwidth;              /* eps of the threshold's rectangle kernel (0: 0.001) */
+    float init_threshold;         /* every threshold at the start (0: 0.001) */
 } lm_sae_train_opts;
 
 typedef struct lm_sae_train_result {

@@ -19,19 +19,31 @@ static void help(FILE *f) {
 
 static void help_train(FILE *f) {
     fprintf(f,
-            "usage: lumen sae train MODEL FILE --hook NAME --d-sae N -o DIR [options]\n\n"
+            "usage: lumen sae train MODEL FILE --hook NAME --d-sae N -o DIR [options]\n"
+            "       lumen sae train [MODEL] --acts ACTS --hook NAME --d-sae N -o DIR [options]\n\n"
             "Runs FILE through MODEL in windows of --ctx tokens, captures the activations at --hook\n"
-            "through a shuffling buffer and trains an SAE on them (inputs scaled so E||x||^2 = d;\n"
-            "Adam, gradient clipping, L1 warm-up and a linear LR decay over the last 20%%).\n"
+            "(or reads them, in order and wrapping around, from ACTS: a directory written by\n"
+            "`lumen activations` with --hook NAME among its hooks) through a shuffling buffer and\n"
+            "trains an SAE on them (inputs scaled so E||x||^2 = d; Adam, gradient clipping, L1\n"
+            "warm-up and a linear LR decay over the last 20%%). With --acts, MODEL is optional: when\n"
+            "given it must have the hook and the shards' width, and it names the model in cfg.json\n"
+            "(else the manifest's model is recorded); the windows are the shards' own.\n"
             "DIR gets sae_log.jsonl (mse, explained variance, L0, dead latents), checkpoints in\n"
             "DIR/ckpt (run the same command again to resume) and the final SAE in SAELens layout\n"
             "(cfg.json, sae_weights.safetensors, sparsity.safetensors), scale folded in.\n\n"
             "  --hook NAME        e.g. blocks.2.hook_resid_post (TransformerLens names)\n"
+            "  --acts ACTS        train on the activation shards in ACTS instead of FILE\n"
             "  --d-sae N          number of latents\n"
-            "  --arch relu|topk   (default relu)\n"
+            "  --arch A           relu (ReLU + L1), topk (TopK + AuxK) or jumprelu (JumpReLU + L0,\n"
+            "                     Rajamanoharan et al. 2024) (default relu)\n"
             "  --k K              active latents per token for topk (default 32)\n"
             "  --l1 C             L1 coefficient for relu (default 5)\n"
-            "  --lr LR            learning rate (default 5e-5 relu, 2e-4 topk)\n"
+            "  --l0 C             L0 coefficient for jumprelu (default 1)\n"
+            "  --bandwidth E      jumprelu: width of the threshold's straight-through kernel\n"
+            "                     (default 0.001; inputs are scaled to E||x||^2 = d)\n"
+            "  --init-threshold T jumprelu: initial threshold (default 0.001); Adam moves log(threshold)\n"
+            "                     by about --lr a step, so short runs need it near the pre-activations\n"
+            "  --lr LR            learning rate (default 5e-5 relu, 2e-4 topk, 7e-5 jumprelu)\n"
             "  --tokens N         training tokens (default 1000000), or\n"
             "  --steps N          training steps\n"
             "  --batch N          SAE batch in tokens (default 4096)\n"
@@ -54,9 +66,10 @@ static void help_train(FILE *f) {
 static int cmd_sae_train(int argc, char **argv) {
     const char *V = "sae train";
     const char *model_path = NULL, *file = NULL, *tok_path = NULL, *out = NULL, *hook = NULL, *arch = "relu";
+    const char *acts = NULL, *model_only = NULL; /* model_only: an option that needs FILE, given with --acts */
     long d_sae = 0, k = 32, ctx = 0, fwd = 8, batch = 4096, bmult = 16, threads = 0, max_tokens = 0;
     unsigned long long tokens = 1000000, steps = 0, dead_window = 0, log_every = 10, save_every = 0, seed = 1;
-    double l1 = 0, lr = 0, clip = 1;
+    double l1 = -1, l0c = -1, lr = 0, clip = 1, bw = 0, th0 = 0;
     int json = 0, quiet = 0, rc = CLI_OK;
     for (int i = 1; i < argc && rc == CLI_OK; i++) {
         const char *a = argv[i];
@@ -67,17 +80,26 @@ static int cmd_sae_train(int argc, char **argv) {
         } else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--hook") && hv) hook = argv[++i];
+        else if (!strcmp(a, "--acts") && hv) acts = argv[++i];
         else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && hv) out = argv[++i];
         else if (!strcmp(a, "--tokenizer") && hv) tok_path = argv[++i];
         else if (!strcmp(a, "--arch") && hv) arch = argv[++i];
         else if (!strcmp(a, "--d-sae") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &d_sae) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--k") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &k) ? CLI_USAGE : rc;
-        else if (!strcmp(a, "--ctx") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &ctx) ? CLI_USAGE : rc;
-        else if (!strcmp(a, "--fwd-batch") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 4096, &fwd) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--ctx") && hv) {
+            model_only = a;
+            rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &ctx) ? CLI_USAGE : rc;
+        } else if (!strcmp(a, "--fwd-batch") && hv) {
+            model_only = a;
+            rc = cli_parse_int(V, a, argv[++i], 1, 4096, &fwd) ? CLI_USAGE : rc;
+        }
         else if (!strcmp(a, "--batch") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 24, &batch) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--buffer-mult") && hv) rc = cli_parse_int(V, a, argv[++i], 2, 1024, &bmult) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--threads") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1024, &threads) ? CLI_USAGE : rc;
-        else if (!strcmp(a, "--max-tokens") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1L << 40, &max_tokens) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--max-tokens") && hv) {
+            model_only = a;
+            rc = cli_parse_int(V, a, argv[++i], 1, 1L << 40, &max_tokens) ? CLI_USAGE : rc;
+        }
         else if (!strcmp(a, "--tokens") && hv) rc = cli_parse_u64(V, a, argv[++i], &tokens) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--steps") && hv) rc = cli_parse_u64(V, a, argv[++i], &steps) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--dead-window") && hv) rc = cli_parse_u64(V, a, argv[++i], &dead_window) ? CLI_USAGE : rc;
@@ -85,6 +107,9 @@ static int cmd_sae_train(int argc, char **argv) {
         else if (!strcmp(a, "--save-every") && hv) rc = cli_parse_u64(V, a, argv[++i], &save_every) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--seed") && hv) rc = cli_parse_u64(V, a, argv[++i], &seed) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--l1") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e6, &l1) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--l0") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e6, &l0c) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--bandwidth") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-9, 1e6, &bw) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--init-threshold") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-9, 1e6, &th0) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--lr") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-12, 10, &lr) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--clip") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e12, &clip) ? CLI_USAGE : rc;
         else if (a[0] == '-' && a[1]) rc = cli_usage_error(V, "unknown option or missing value: %s", a);
@@ -93,26 +118,37 @@ static int cmd_sae_train(int argc, char **argv) {
         else rc = cli_usage_error(V, "unexpected argument: %s", a);
     }
     lm_sae_arch ar = LM_SAE_RELU;
-    if (rc == CLI_OK && (!model_path || !file)) rc = cli_usage_error(V, "expected MODEL and FILE");
+    if (rc == CLI_OK && !acts && (!model_path || !file)) rc = cli_usage_error(V, "expected MODEL and FILE (or --acts ACTS)");
+    if (rc == CLI_OK && acts && file) rc = cli_usage_error(V, "give FILE or --acts, not both (unexpected argument: %s)", file);
+    if (rc == CLI_OK && acts && model_only)
+        rc = cli_usage_error(V, "%s does not apply with --acts (the shards were cut when harvested)", model_only);
     if (rc == CLI_OK && !hook) rc = cli_usage_error(V, "missing --hook NAME");
     if (rc == CLI_OK && !d_sae) rc = cli_usage_error(V, "missing --d-sae N");
     if (rc == CLI_OK && !out) rc = cli_usage_error(V, "missing -o DIR");
     if (rc == CLI_OK) {
         if (!strcmp(arch, "relu") || !strcmp(arch, "standard")) ar = LM_SAE_RELU;
         else if (!strcmp(arch, "topk")) ar = LM_SAE_TOPK;
-        else rc = cli_usage_error(V, "--arch must be relu or topk, got '%s'", arch);
+        else if (!strcmp(arch, "jumprelu")) ar = LM_SAE_JUMPRELU;
+        else rc = cli_usage_error(V, "--arch must be relu, topk or jumprelu, got '%s'", arch);
+    }
+    if (rc == CLI_OK && ar != LM_SAE_JUMPRELU && (l0c >= 0 || bw > 0 || th0 > 0))
+        rc = cli_usage_error(V, "--l0, --bandwidth and --init-threshold are for --arch jumprelu");
+    if (rc == CLI_OK) {
     }
     if (rc == CLI_OK && bmult % 2) rc = cli_usage_error(V, "--buffer-mult must be even");
     if (rc != CLI_OK) return rc;
     lm_set_threads((int)threads);
     lm_model *m = NULL;
-    lm_status st = lm_model_load(model_path, &m);
+    lm_status st = model_path ? lm_model_load(model_path, &m) : LM_OK;
     lm_tokenizer *owned = NULL;
     const lm_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
-    if (st == LM_OK) st = cli_load_tokenizer(model_path, tok_path, m, &owned, &tok);
-    if (st == LM_OK) st = lm_tokenize_file(tok, file, 1, (size_t)max_tokens, &ids, &n);
+    /* with --acts the tokenizer only tells whether the harvest put BOS first (lumen's harvest
+     * does when the tokenizer has one; without one that is assumed) */
+    if (st == LM_OK && (tok_path || (model_path && (!acts || m->tokenizer))))
+        st = cli_load_tokenizer(model_path, tok_path, m, &owned, &tok);
+    if (st == LM_OK && !acts) st = lm_tokenize_file(tok, file, 1, (size_t)max_tokens, &ids, &n);
     lm_sae_train_result r;
     if (st == LM_OK) {
         lm_sae_train_opts o;
@@ -122,13 +158,16 @@ static int cmd_sae_train(int argc, char **argv) {
         o.n_ids = n;
         o.hook = hook;
         o.model_name = model_path;
-        o.source_name = file;
-        o.prepend_bos = lm_tokenizer_wants_bos(tok);
+        o.source_name = acts ? acts : file;
+        o.prepend_bos = tok ? lm_tokenizer_wants_bos(tok) : 1;
+        o.acts_dir = acts;
         o.out_dir = out;
         o.arch = ar;
         o.d_sae = (size_t)d_sae;
         o.k = (size_t)k;
-        o.l1_coeff = (float)l1;
+        o.l1_coeff = (float)(ar == LM_SAE_JUMPRELU ? (l0c > 0 ? l0c : 0) : (l1 > 0 ? l1 : 0));
+        o.bandwidth = (float)bw;
+        o.init_threshold = (float)th0;
         o.lr = (float)lr;
         o.clip = clip > 0 ? (float)clip : -1.0f;
         o.ctx = (int)ctx;

@@ -23,4 +23,8 @@ size_t sae_topk_row(const float *pre, size_t d, size_t k, const uint8_t *mask, i
 void sae_decode_sparse_into(const lm_sae *sae, float *out, const float *bias, const int32_t *idx, const float *val,
                             size_t n, size_t kk);
 
+/* The JumpReLU loss and its backward (sae_jumprelu.c), as lm_sae_loss_backward documents. */
+lm_status sae_jumprelu_loss(const lm_sae *sae, lm_sae_grad *g, const float *x, size_t n, const lm_sae_loss_opts *o,
+                            lm_sae_loss *L, uint64_t *fired);
+
 #endif

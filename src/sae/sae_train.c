@@ -285,6 +285,7 @@ lm_status lm_sae_loss_backward(const lm_sae *sae, lm_sae_grad *g, const float *x
     switch (sae->arch) {
     case LM_SAE_RELU: return relu_loss(sae, g, x, n, o, loss, fired);
     case LM_SAE_TOPK: return topk_loss(sae, g, x, n, o, loss, fired);
+    case LM_SAE_JUMPRELU: return sae_jumprelu_loss(sae, g, x, n, o, loss, fired); /* sae_jumprelu.c */
     default: return lm_fail(LM_ERR_UNSUPPORTED, "sae loss: training a %s SAE is not supported", lm_sae_arch_name(sae->arch));
     }
 }

@@ -1,6 +1,8 @@
-/* sae_trainer.c - the SAE training loop: activations from a model on the fly through a shuffling
- * buffer, Adam, dead-latent / L0 / MSE / explained-variance tracking, a JSONL log and atomic,
- * resumable checkpoints (the conventions of lm_train_run). */
+/* sae_trainer.c - the SAE training loop: activations (from a model on the fly, from activation
+ * shards or from a caller's function) through a shuffling buffer, Adam, dead-latent / L0 / MSE /
+ * explained-variance tracking, a JSONL log and atomic, resumable checkpoints (the conventions of
+ * lm_train_run). A checkpoint records where each unserved buffer row came from rather than the
+ * rows themselves; resuming makes them again. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <jansson.h>
@@ -12,6 +14,8 @@
 #include <unistd.h>
 
 #include "lumen/lumen.h"
+#include "sae_acts.h"
+#include "sae_internal.h"
 
 #define STOP_AFTER_CAPTURE LM_ERR_RANGE
 
@@ -34,8 +38,18 @@ static lm_status capture_hook(void *ud, const lm_hook_info *info, float *act) {
     return LM_OK;
 }
 
+enum { SRC_MODEL, SRC_ACTS, SRC_FN };
+
+/* jumprelu: the default L0 coefficient, for inputs scaled to E||x||^2 = d_in */
+#define JUMP_L0_DEFAULT 1.0f
+
+/* For the model source a buffer row's group word packs the forward batch it came from: its
+ * first token's index in the ids (<< 16) and its number of windows (fwd_batch <= 65535). */
+#define GROUP_NB_BITS 16
+
 typedef struct strun {
     const lm_sae_train_opts *o;
+    int kind;
     lm_sae *sae;
     lm_sae_adam adam;
     lm_sae_grad grad;
@@ -45,12 +59,55 @@ typedef struct strun {
     int ctx, fwd_batch;
     size_t d, batch, cap_rows, served;
     float *buf; /* [cap_rows, d] */
+    uint64_t *prov_pos; /* [cap_rows]: the source position of each row (model: token index) */
+    uint64_t *prov_grp; /* [cap_rows]: model only, the forward batch of each row */
+    sae_acts acts;      /* SRC_ACTS */
+    uint64_t src_pos;   /* SRC_ACTS, SRC_FN: the next row of the stream */
     uint64_t tok_pos, step, total_steps, tokens_seen;
     double scale;
     double *fired_total, *last_fired; /* [d_sae] */
     uint64_t *fired;                  /* per step */
     json_t *identity;
+    char ckpt_file[4300]; /* the optimizer file resumed from, for messages */
 } strun;
+
+static void scale_rows(float *x, size_t n, size_t d, double c);
+
+/* The initial SAE: Anthropic's init (lm_sae_new); a jumprelu SAE gets the ReLU one's weights
+ * and every threshold at init_threshold. */
+static lm_status new_sae(const lm_sae_train_opts *o, size_t d, lm_sae **out) {
+    lm_sae_init in = {o->arch == LM_SAE_JUMPRELU ? LM_SAE_RELU : o->arch, d, o->d_sae, o->k, 1, o->dec_norm, o->seed};
+    lm_status st = lm_sae_new(&in, out);
+    if (st != LM_OK || o->arch != LM_SAE_JUMPRELU) return st;
+    lm_sae *r = *out, *j = NULL;
+    *out = NULL;
+    st = sae_alloc(LM_SAE_JUMPRELU, d, o->d_sae, &j);
+    if (st == LM_OK) {
+        /* the layouts agree up to the thresholds, which come last */
+        memcpy(j->params, r->params, r->n_params * sizeof(float));
+        for (size_t i = 0; i < o->d_sae; i++) j->threshold[i] = o->init_threshold;
+        j->apply_b_dec_to_input = r->apply_b_dec_to_input;
+        *out = j;
+    }
+    lm_sae_free(r);
+    return st;
+}
+
+/* jumprelu: Adam works on log(theta) (SAELens' parameterisation, which keeps theta > 0): the
+ * threshold gradient becomes dL/dlog(theta) = theta dL/dtheta before clipping, and the
+ * thresholds are swapped for their logs around the step (exponentiated after). The swap is
+ * recomputed from theta every step, so a resumed run (which only has theta) matches. */
+static void log_threshold_grad(const lm_sae *sae, lm_sae_grad *g) {
+    for (size_t i = 0; i < sae->d_sae; i++) g->threshold[i] *= sae->threshold[i];
+}
+
+static void threshold_to_log(lm_sae *sae) {
+    for (size_t i = 0; i < sae->d_sae; i++) sae->threshold[i] = logf(sae->threshold[i]);
+}
+
+static void threshold_from_log(lm_sae *sae) {
+    for (size_t i = 0; i < sae->d_sae; i++) sae->threshold[i] = expf(sae->threshold[i]);
+}
 
 static lm_status mkdir_p(const char *path) {
     if (mkdir(path, 0777) != 0 && errno != EEXIST)
@@ -70,9 +127,41 @@ static uint64_t ids_hash(const int32_t *ids, size_t n) {
     return h;
 }
 
-/* Produces `rows` activations into dst (raw, unscaled), advancing tok_pos over whole windows. */
-static lm_status produce(strun *R, float *dst, size_t rows) {
+/* Runs nb windows from token tok into the capture stage ([nb * ctx, d] rows). */
+static lm_status forward_group(strun *R, uint64_t tok, int nb) {
     const lm_sae_train_opts *o = R->o;
+    R->cap.expected = (size_t)nb * (size_t)R->ctx;
+    R->cap.got = 0;
+    R->cap.done = 0;
+    lm_state_reset(R->state);
+    lm_status st = lm_forward_batch(o->model, R->state, o->ids + tok, nb, R->ctx, NULL, 0);
+    if (!R->cap.done) {
+        if (st == LM_OK) st = lm_fail(LM_ERR_ARG, "sae train: hook '%s' was not reached", o->hook);
+        return st;
+    }
+    lm_clear_error();
+    return LM_OK;
+}
+
+/* Produces `rows` activations (raw, unscaled) into buffer rows slot .. slot+rows-1, recording
+ * where each came from; advances the source position (the model: over whole windows). */
+static lm_status produce(strun *R, size_t slot, size_t rows) {
+    const lm_sae_train_opts *o = R->o;
+    float *dst = R->buf + slot * R->d;
+    if (R->kind == SRC_ACTS) {
+        lm_status st = sae_acts_read(&R->acts, R->src_pos, dst, rows);
+        if (st != LM_OK) return st;
+        for (size_t i = 0; i < rows; i++) R->prov_pos[slot + i] = (R->src_pos + i) % R->acts.n_rows;
+        R->src_pos = (R->src_pos + rows) % R->acts.n_rows;
+        return LM_OK;
+    }
+    if (R->kind == SRC_FN) {
+        lm_status st = o->rows_fn(o->rows_ud, R->src_pos, dst, rows, R->d);
+        if (st != LM_OK) return st;
+        for (size_t i = 0; i < rows; i++) R->prov_pos[slot + i] = R->src_pos + i;
+        R->src_pos += rows;
+        return LM_OK;
+    }
     size_t ctx = (size_t)R->ctx;
     while (rows > 0) {
         size_t want_w = (rows + ctx - 1) / ctx;
@@ -86,23 +175,84 @@ static lm_status produce(strun *R, float *dst, size_t rows) {
             }
             nb = (int)fit;
         }
-        R->cap.expected = (size_t)nb * ctx;
-        R->cap.got = 0;
-        R->cap.done = 0;
-        lm_state_reset(R->state);
-        lm_status st = lm_forward_batch(o->model, R->state, o->ids + R->tok_pos, nb, (int)ctx, NULL, 0);
-        if (!R->cap.done) {
-            if (st == LM_OK) st = lm_fail(LM_ERR_ARG, "sae train: hook '%s' was not reached", o->hook);
-            return st;
-        }
-        lm_clear_error();
-        R->tok_pos += (uint64_t)nb * ctx;
+        lm_status st = forward_group(R, R->tok_pos, nb);
+        if (st != LM_OK) return st;
         size_t take = R->cap.expected < rows ? R->cap.expected : rows;
         memcpy(dst, R->cap.stage, take * R->d * sizeof(float));
+        uint64_t grp = R->tok_pos << GROUP_NB_BITS | (uint64_t)nb;
+        for (size_t i = 0; i < take; i++) {
+            R->prov_pos[slot + i] = R->tok_pos + i;
+            R->prov_grp[slot + i] = grp;
+        }
+        R->tok_pos += (uint64_t)nb * ctx;
         dst += take * R->d;
+        slot += take;
         rows -= take;
     }
     return LM_OK;
+}
+
+typedef struct prov_ent {
+    uint64_t key, pos;
+    size_t slot;
+} prov_ent;
+
+static int prov_cmp(const void *a, const void *b) {
+    const prov_ent *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    if (x->pos != y->pos) return x->pos < y->pos ? -1 : 1;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+/* On resume: makes the unserved rows (slots served .. cap_rows-1) again from their recorded
+ * positions, in source order (the model reruns each forward batch once, as it first ran), and
+ * scales them. The served rows are zeroed: they are overwritten before being read. */
+static lm_status regenerate(strun *R, const char *path) {
+    const lm_sae_train_opts *o = R->o;
+    size_t live = R->cap_rows - R->served, d = R->d;
+    memset(R->buf, 0, R->served * d * sizeof(float));
+    prov_ent *e = lm_malloc(live, sizeof *e);
+    if (!e) return lm_fail(LM_ERR_NOMEM, "sae train: out of memory");
+    for (size_t i = 0; i < live; i++) {
+        size_t slot = R->served + i;
+        e[i].key = R->kind == SRC_MODEL ? R->prov_grp[slot] : R->prov_pos[slot];
+        e[i].pos = R->prov_pos[slot];
+        e[i].slot = slot;
+    }
+    qsort(e, live, sizeof *e, prov_cmp);
+    lm_status st = LM_OK;
+    for (size_t i = 0; st == LM_OK && i < live;) {
+        float *dst = R->buf + e[i].slot * d;
+        if (R->kind == SRC_ACTS) {
+            if (e[i].pos >= R->acts.n_rows) st = lm_fail(LM_ERR_FORMAT, "%s: buffer row position out of range", path);
+            else st = sae_acts_read(&R->acts, e[i].pos, dst, 1);
+            i++;
+        } else if (R->kind == SRC_FN) {
+            st = o->rows_fn(o->rows_ud, e[i].pos, dst, 1, d);
+            i++;
+        } else {
+            uint64_t start = e[i].key >> GROUP_NB_BITS, nb = e[i].key & ((1u << GROUP_NB_BITS) - 1);
+            uint64_t span = nb * (uint64_t)R->ctx;
+            if (nb == 0 || nb > (uint64_t)R->fwd_batch || start > o->n_ids || span > o->n_ids - start) {
+                st = lm_fail(LM_ERR_FORMAT, "%s: buffer row group out of range", path);
+                break;
+            }
+            st = forward_group(R, start, (int)nb);
+            size_t j = i;
+            for (; st == LM_OK && j < live && e[j].key == e[i].key; j++) {
+                if (e[j].pos < start || e[j].pos - start >= span) {
+                    st = lm_fail(LM_ERR_FORMAT, "%s: buffer row position outside its group", path);
+                    break;
+                }
+                memcpy(R->buf + e[j].slot * d, R->cap.stage + (size_t)(e[j].pos - start) * d, d * sizeof(float));
+            }
+            i = j;
+        }
+    }
+    free(e);
+    if (st == LM_OK)
+        for (size_t i = R->served; i < R->cap_rows; i++) scale_rows(R->buf + i * d, 1, d, R->scale);
+    return st;
 }
 
 static void shuffle_rows(strun *R, float *tmp) {
@@ -113,6 +263,14 @@ static void shuffle_rows(strun *R, float *tmp) {
         memcpy(tmp, R->buf + i * d, d * sizeof(float));
         memcpy(R->buf + i * d, R->buf + j * d, d * sizeof(float));
         memcpy(R->buf + j * d, tmp, d * sizeof(float));
+        uint64_t p = R->prov_pos[i];
+        R->prov_pos[i] = R->prov_pos[j];
+        R->prov_pos[j] = p;
+        if (R->prov_grp) {
+            p = R->prov_grp[i];
+            R->prov_grp[i] = R->prov_grp[j];
+            R->prov_grp[j] = p;
+        }
     }
 }
 
@@ -122,16 +280,30 @@ static void scale_rows(float *x, size_t n, size_t d, double c) {
 
 static json_t *identity_json(const lm_sae_train_opts *o, const strun *R) {
     char h[32];
-    snprintf(h, sizeof h, "%016llx", (unsigned long long)ids_hash(o->ids, o->n_ids));
-    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:i, s:i, s:I, s:I, s:I, s:I, s:I, "
-                     "s:f, s:i}",
-                     "model", o->model_name ? o->model_name : "", "source", o->source_name ? o->source_name : "",
-                     "hook", o->hook, "n_ids", (json_int_t)o->n_ids, "ids_hash", h, "arch", lm_sae_arch_name(o->arch),
-                     "d_sae", (json_int_t)o->d_sae, "k", (json_int_t)o->k, "l1_coeff", (double)o->l1_coeff, "lr",
-                     (double)o->lr, "clip", (double)o->clip, "ctx", R->ctx, "fwd_batch", R->fwd_batch, "batch",
-                     (json_int_t)R->batch, "buffer_rows", (json_int_t)R->cap_rows, "steps", (json_int_t)R->total_steps,
-                     "dead_window", (json_int_t)o->dead_window, "seed", (json_int_t)o->seed, "dec_norm",
-                     (double)o->dec_norm, "d_in", (int)R->d);
+    snprintf(h, sizeof h, "%016llx", (unsigned long long)ids_hash(o->ids, R->kind == SRC_MODEL ? o->n_ids : 0));
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:f, s:i}", "model",
+        o->model_name ? o->model_name : "", "source", o->source_name ? o->source_name : "", "hook", o->hook ? o->hook : "",
+        "n_ids", (json_int_t)(R->kind == SRC_MODEL ? o->n_ids : 0), "ids_hash", h, "arch", lm_sae_arch_name(o->arch),
+        "d_sae", (json_int_t)o->d_sae, "k", (json_int_t)o->k, "l1_coeff", (double)o->l1_coeff, "lr", (double)o->lr,
+        "clip", (double)o->clip, "ctx", R->ctx, "fwd_batch", R->fwd_batch, "batch", (json_int_t)R->batch, "buffer_rows",
+        (json_int_t)R->cap_rows, "steps", (json_int_t)R->total_steps, "dead_window", (json_int_t)o->dead_window, "seed",
+        (json_int_t)o->seed, "dec_norm", (double)o->dec_norm, "d_in", (int)R->d);
+    /* keys only other architectures and sources have: a relu or topk run on the model keeps the
+     * identity it always had */
+    if (j && o->arch == LM_SAE_JUMPRELU) {
+        json_object_set_new(j, "bandwidth", json_real(o->bandwidth));
+        json_object_set_new(j, "init_threshold", json_real(o->init_threshold));
+    }
+    if (j && R->kind == SRC_ACTS) {
+        json_object_set_new(j, "source_kind", json_string("acts"));
+        json_object_set_new(j, "acts_rows", json_integer((json_int_t)R->acts.n_rows));
+        json_object_set_new(j, "acts_shards", json_integer((json_int_t)R->acts.n_shards));
+        json_object_set_new(j, "acts_shard_tokens", json_integer((json_int_t)R->acts.shard_tokens));
+    } else if (j && R->kind == SRC_FN) {
+        json_object_set_new(j, "source_kind", json_string("callback"));
+    }
+    return j;
 }
 
 static lm_status save_checkpoint(strun *R) {
@@ -143,22 +315,26 @@ static lm_status save_checkpoint(strun *R) {
     snprintf(dir, sizeof dir, "%s/step_%08llu", ck, (unsigned long long)R->step);
     st = lm_sae_save(R->sae, dir, NULL);
     if (st != LM_OK) return st;
-    size_t ds = R->sae->d_sae;
-    lm_st_spec specs[5] = {{"adam_m", LM_ST_F32, 1, {R->adam.n}, R->adam.m},
+    size_t ds = R->sae->d_sae, live = R->cap_rows - R->served;
+    /* the unserved rows (served .. cap_rows-1; the served ones are overwritten before use) are
+     * stored as their source positions, not as activations */
+    lm_st_spec specs[6] = {{"adam_m", LM_ST_F32, 1, {R->adam.n}, R->adam.m},
                            {"adam_v", LM_ST_F32, 1, {R->adam.n}, R->adam.v},
                            {"fired_total", LM_ST_F64, 1, {ds}, R->fired_total},
                            {"last_fired", LM_ST_F64, 1, {ds}, R->last_fired},
-                           {"buffer", LM_ST_F32, 2, {R->cap_rows, R->d}, R->buf}};
+                           {"buffer_pos", LM_ST_U64, 1, {live}, R->prov_pos + R->served},
+                           {"buffer_group", LM_ST_U64, 1, {live}, R->prov_grp ? R->prov_grp + R->served : NULL}};
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    st = lm_safetensors_write(path, specs, 5, NULL, 0);
+    st = lm_safetensors_write(path, specs, R->kind == SRC_MODEL ? 6 : 5, NULL, 0);
     if (st != LM_OK) return st;
     char rng_hex[32], scale_hex[32];
     uint64_t sb;
     memcpy(&sb, &R->scale, 8);
     snprintf(rng_hex, sizeof rng_hex, "%016llx", (unsigned long long)R->rng.state);
     snprintf(scale_hex, sizeof scale_hex, "%016llx", (unsigned long long)sb);
-    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:f, s:O}", "step", (json_int_t)R->step, "adam_step",
-                          (json_int_t)R->adam.t, "tok_pos", (json_int_t)R->tok_pos, "tokens_seen",
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:f, s:O}", "step", (json_int_t)R->step,
+                          "adam_step", (json_int_t)R->adam.t, "tok_pos", (json_int_t)R->tok_pos, "src_pos",
+                          (json_int_t)R->src_pos, "tokens_seen",
                           (json_int_t)R->tokens_seen, "served", (json_int_t)R->served, "rng_state", rng_hex,
                           "scale_bits", scale_hex, "scale", R->scale, "identity", R->identity);
     char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
@@ -179,7 +355,7 @@ static lm_status copy_tensor(const lm_safetensors *s, const char *path, const ch
     const lm_st_tensor *t = lm_safetensors_find(s, name);
     if (!t || t->dtype != dt || t->n_elements != n)
         return lm_fail(LM_ERR_FORMAT, "%s: tensor '%s' missing or of the wrong type or size", path, name);
-    memcpy(dst, t->data, n * (dt == LM_ST_F64 ? 8 : 4));
+    memcpy(dst, t->data, n * lm_st_dtype_size(dt));
     return LM_OK;
 }
 
@@ -212,10 +388,12 @@ static lm_status try_resume(strun *R, int64_t *resumed) {
                        o->out_dir, o->out_dir);
     }
     json_t *js = json_object_get(j, "step"), *ja = json_object_get(j, "adam_step"), *jt = json_object_get(j, "tok_pos"),
-           *jn = json_object_get(j, "tokens_seen"), *jv = json_object_get(j, "served"),
+           *jn = json_object_get(j, "tokens_seen"), *jv = json_object_get(j, "served"), *jp = json_object_get(j, "src_pos"),
            *jr = json_object_get(j, "rng_state"), *jc = json_object_get(j, "scale_bits");
     if (!json_is_integer(js) || !json_is_integer(ja) || !json_is_integer(jt) || !json_is_integer(jn) ||
-        !json_is_integer(jv) || !json_is_string(jr) || !json_is_string(jc)) {
+        !json_is_integer(jv) || !json_is_integer(jp) || !json_is_string(jr) || !json_is_string(jc) ||
+        json_integer_value(js) < 0 || json_integer_value(jt) < 0 || json_integer_value(jv) < 0 ||
+        json_integer_value(jp) < 0) {
         json_decref(j);
         return lm_fail(LM_ERR_FORMAT, "%s: missing or invalid fields", path);
     }
@@ -224,11 +402,13 @@ static lm_status try_resume(strun *R, int64_t *resumed) {
     R->tok_pos = (uint64_t)json_integer_value(jt);
     R->tokens_seen = (uint64_t)json_integer_value(jn);
     R->served = (size_t)json_integer_value(jv);
+    R->src_pos = (uint64_t)json_integer_value(jp);
     R->rng.state = strtoull(json_string_value(jr), NULL, 16);
     uint64_t sb = strtoull(json_string_value(jc), NULL, 16);
     memcpy(&R->scale, &sb, 8);
     json_decref(j);
-    if (R->step > R->total_steps || R->served > R->cap_rows / 2 || R->tok_pos > R->o->n_ids)
+    if (R->step > R->total_steps || R->served > R->cap_rows / 2 || R->served % R->batch ||
+        (R->kind == SRC_MODEL && R->tok_pos > R->o->n_ids) || (R->kind == SRC_ACTS && R->src_pos >= R->acts.n_rows))
         return lm_fail(LM_ERR_FORMAT, "%s: inconsistent trainer state", dir);
     lm_sae *s = NULL;
     st = lm_sae_load(dir, &s);
@@ -240,6 +420,7 @@ static lm_status try_resume(strun *R, int64_t *resumed) {
     memcpy(R->sae->params, s->params, s->n_params * sizeof(float));
     lm_sae_free(s);
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    snprintf(R->ckpt_file, sizeof R->ckpt_file, "%s", path);
     lm_safetensors *os = NULL;
     st = lm_safetensors_open(path, &os);
     if (st != LM_OK) return st;
@@ -248,7 +429,10 @@ static lm_status try_resume(strun *R, int64_t *resumed) {
     if (st == LM_OK) st = copy_tensor(os, path, "adam_v", LM_ST_F32, R->adam.n, R->adam.v);
     if (st == LM_OK) st = copy_tensor(os, path, "fired_total", LM_ST_F64, ds, R->fired_total);
     if (st == LM_OK) st = copy_tensor(os, path, "last_fired", LM_ST_F64, ds, R->last_fired);
-    if (st == LM_OK) st = copy_tensor(os, path, "buffer", LM_ST_F32, R->cap_rows * R->d, R->buf);
+    size_t live = R->cap_rows - R->served;
+    if (st == LM_OK) st = copy_tensor(os, path, "buffer_pos", LM_ST_U64, live, R->prov_pos + R->served);
+    if (st == LM_OK && R->kind == SRC_MODEL)
+        st = copy_tensor(os, path, "buffer_group", LM_ST_U64, live, R->prov_grp + R->served);
     lm_safetensors_close(os);
     if (st == LM_OK) *resumed = (int64_t)R->step;
     return st;
@@ -297,8 +481,8 @@ static lm_status save_final(strun *R) {
         for (size_t i = 0; i < ds; i++) dens[i] = (float)log10(R->fired_total[i] / tok + 1e-10);
         free(f->model_name);
         free(f->hook_name);
-        f->model_name = lm_strdup(o->model_name ? o->model_name : "");
-        f->hook_name = lm_strdup(o->hook);
+        f->model_name = lm_strdup(o->model_name ? o->model_name : R->kind == SRC_ACTS ? R->acts.model : "");
+        f->hook_name = lm_strdup(o->hook ? o->hook : "");
         f->context_size = R->ctx;
         f->prepend_bos = o->prepend_bos;
         if (!f->model_name || !f->hook_name) st = lm_fail(LM_ERR_NOMEM, "sae train: out of memory");
@@ -323,15 +507,32 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
     memset(res, 0, sizeof *res);
     res->resumed_from = -1;
     res->first_mse = res->mse = res->ev = NAN;
-    if (!o->model || !o->ids || !o->hook || !o->out_dir) return lm_fail(LM_ERR_ARG, "sae train: model, ids, hook and out_dir are required");
-    if (o->arch != LM_SAE_RELU && o->arch != LM_SAE_TOPK) return lm_fail(LM_ERR_ARG, "sae train: arch must be relu or topk");
+    int kind = o->rows_fn ? SRC_FN : o->acts_dir ? SRC_ACTS : SRC_MODEL;
+    if (o->rows_fn && o->acts_dir) return lm_fail(LM_ERR_ARG, "sae train: give one source: acts_dir or rows_fn, not both");
+    if (!o->out_dir) return lm_fail(LM_ERR_ARG, "sae train: out_dir is required");
+    if (kind == SRC_MODEL && (!o->model || !o->ids || !o->hook))
+        return lm_fail(LM_ERR_ARG, "sae train: model, ids and hook are required (or acts_dir or rows_fn as the source)");
+    if (kind == SRC_ACTS && !o->hook) return lm_fail(LM_ERR_ARG, "sae train: the hook to read from %s is required", o->acts_dir);
+    if (kind == SRC_FN && (o->d_in == 0 || o->d_in > (1u << 24)))
+        return lm_fail(LM_ERR_ARG, "sae train: rows_fn needs d_in (1 .. 2^24), got %zu", o->d_in);
+    if (o->arch != LM_SAE_RELU && o->arch != LM_SAE_TOPK && o->arch != LM_SAE_JUMPRELU)
+        return lm_fail(LM_ERR_ARG, "sae train: arch must be relu, topk or jumprelu");
     if (o->d_sae == 0) return lm_fail(LM_ERR_ARG, "sae train: d_sae must be positive");
     if (o->arch == LM_SAE_TOPK && (o->k == 0 || o->k > o->d_sae)) return lm_fail(LM_ERR_ARG, "sae train: topk needs 1 <= k <= d_sae");
     lm_sae_train_opts oo = *o; /* defaults filled in */
     if (oo.arch != LM_SAE_TOPK) oo.k = 0;
-    if (!(oo.lr > 0)) oo.lr = oo.arch == LM_SAE_TOPK ? 2e-4f : 5e-5f;
+    if (!(oo.lr > 0)) oo.lr = oo.arch == LM_SAE_TOPK ? 2e-4f : oo.arch == LM_SAE_JUMPRELU ? 7e-5f : 5e-5f;
     if (oo.arch == LM_SAE_RELU && !(oo.l1_coeff > 0)) oo.l1_coeff = 5.0f;
-    if (oo.arch != LM_SAE_RELU) oo.l1_coeff = 0;
+    if (oo.arch == LM_SAE_JUMPRELU && !(oo.l1_coeff > 0)) oo.l1_coeff = JUMP_L0_DEFAULT;
+    if (oo.arch == LM_SAE_TOPK) oo.l1_coeff = 0;
+    if (oo.arch == LM_SAE_JUMPRELU) {
+        if (!(oo.bandwidth > 0)) oo.bandwidth = 0.001f;
+        if (!(oo.init_threshold > 0)) oo.init_threshold = 0.001f;
+        if (!isfinite(oo.bandwidth) || !isfinite(oo.init_threshold))
+            return lm_fail(LM_ERR_ARG, "sae train: bandwidth and init_threshold must be finite");
+    } else {
+        oo.bandwidth = oo.init_threshold = 0;
+    }
     if (oo.clip == 0) oo.clip = 1.0f;
     if (oo.clip < 0) oo.clip = 0;
     if (!(oo.dec_norm > 0)) oo.dec_norm = 0.1f;
@@ -342,27 +543,60 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
     strun R;
     memset(&R, 0, sizeof R);
     R.o = &oo;
-    R.ctx = oo.ctx > 0 ? oo.ctx : o->model->cfg.seq_len;
-    if (R.ctx > o->model->cfg.seq_len)
-        return lm_fail(LM_ERR_RANGE, "sae train: ctx %d exceeds the model's context %d", R.ctx, o->model->cfg.seq_len);
-    if ((size_t)R.ctx > o->n_ids) return lm_fail(LM_ERR_ARG, "sae train: %zu tokens are fewer than one window of %d", o->n_ids, R.ctx);
-    R.fwd_batch = oo.fwd_batch > 0 ? oo.fwd_batch : 8;
+    R.kind = kind;
     R.batch = oo.batch;
-    R.cap_rows = oo.batch * oo.buffer_mult;
-    R.d = (size_t)o->model->cfg.dim;
+    if (lm_mul_ok(oo.batch, oo.buffer_mult, &R.cap_rows) != 0)
+        return lm_fail(LM_ERR_RANGE, "sae train: buffer of %zu x %zu rows is too large", oo.batch, oo.buffer_mult);
+    lm_status st = LM_OK;
+    if (kind == SRC_MODEL) {
+        R.ctx = oo.ctx > 0 ? oo.ctx : o->model->cfg.seq_len;
+        if (R.ctx > o->model->cfg.seq_len)
+            return lm_fail(LM_ERR_RANGE, "sae train: ctx %d exceeds the model's context %d", R.ctx, o->model->cfg.seq_len);
+        if ((size_t)R.ctx > o->n_ids) return lm_fail(LM_ERR_ARG, "sae train: %zu tokens are fewer than one window of %d", o->n_ids, R.ctx);
+        R.fwd_batch = oo.fwd_batch > 0 ? oo.fwd_batch : 8;
+        if (R.fwd_batch >= 1 << GROUP_NB_BITS)
+            return lm_fail(LM_ERR_RANGE, "sae train: fwd_batch %d exceeds %d", R.fwd_batch, (1 << GROUP_NB_BITS) - 1);
+        R.d = (size_t)o->model->cfg.dim;
+        if (oo.d_in && oo.d_in != R.d)
+            return lm_fail(LM_ERR_ARG, "sae train: d_in %zu differs from the model's width %zu", oo.d_in, R.d);
+        lm_hook_point hp;
+        int hl;
+        st = lm_hook_parse(o->model, o->hook, &hp, &hl);
+        if (st != LM_OK) return st;
+    } else if (kind == SRC_ACTS) {
+        st = sae_acts_open(&R.acts, o->acts_dir, o->hook);
+        if (st != LM_OK) return st;
+        R.d = R.acts.d;
+        R.ctx = R.acts.ctx;
+        if (oo.d_in && oo.d_in != R.d)
+            st = lm_fail(LM_ERR_ARG, "%s: the activations are %zu wide, not d_in %zu", o->acts_dir, R.d, oo.d_in);
+        if (st == LM_OK && o->model) {
+            lm_hook_point hp;
+            int hl;
+            st = lm_hook_parse(o->model, o->hook, &hp, &hl);
+            if (st == LM_OK && (size_t)o->model->cfg.dim != R.d)
+                st = lm_fail(LM_ERR_ARG, "%s: the activations at '%s' are %zu wide, the model's width is %d", o->acts_dir,
+                             o->hook, R.d, o->model->cfg.dim);
+        }
+        if (st != LM_OK) {
+            sae_acts_close(&R.acts);
+            return st;
+        }
+    } else {
+        R.d = oo.d_in;
+        R.ctx = oo.ctx > 0 ? oo.ctx : 0;
+    }
     R.total_steps = oo.steps ? oo.steps : oo.tokens / oo.batch;
-    if (R.total_steps == 0) return lm_fail(LM_ERR_ARG, "sae train: no steps to run (give steps or tokens >= batch)");
+    if (R.total_steps == 0) {
+        sae_acts_close(&R.acts);
+        return lm_fail(LM_ERR_ARG, "sae train: no steps to run (give steps or tokens >= batch)");
+    }
     oo.steps = R.total_steps;
     if (!oo.dead_window) {
         uint64_t run_tok = R.total_steps * oo.batch;
         oo.dead_window = run_tok < 10000000ull ? run_tok : 10000000ull;
     }
-    lm_hook_point hp;
-    int hl;
-    lm_status st = lm_hook_parse(o->model, o->hook, &hp, &hl);
-    if (st != LM_OK) return st;
-    lm_sae_init in = {oo.arch, R.d, oo.d_sae, oo.k, 1, oo.dec_norm, oo.seed};
-    st = lm_sae_new(&in, &R.sae);
+    st = new_sae(&oo, R.d, &R.sae);
     if (st == LM_OK) st = lm_sae_adam_init(&R.adam, R.sae);
     if (st == LM_OK) st = lm_sae_grad_init(&R.grad, R.sae);
     size_t ds = oo.d_sae;
@@ -370,11 +604,14 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
     R.last_fired = calloc(ds, sizeof(double));
     R.fired = calloc(ds, sizeof(uint64_t));
     R.buf = lm_malloc(R.cap_rows * R.d, sizeof(float));
+    R.prov_pos = lm_malloc(R.cap_rows, sizeof(uint64_t));
+    if (kind == SRC_MODEL) R.prov_grp = lm_malloc(R.cap_rows, sizeof(uint64_t));
     float *x = lm_malloc(R.batch * R.d, sizeof(float)), *tmp = malloc(R.d * sizeof(float));
     uint8_t *dead = calloc(ds, 1);
     R.cap.d = R.d;
-    R.cap.stage = lm_malloc((size_t)R.fwd_batch * (size_t)R.ctx * R.d, sizeof(float));
-    if (st == LM_OK && (!R.fired_total || !R.last_fired || !R.fired || !R.buf || !x || !tmp || !dead || !R.cap.stage))
+    if (kind == SRC_MODEL) R.cap.stage = lm_malloc((size_t)R.fwd_batch * (size_t)R.ctx * R.d, sizeof(float));
+    if (st == LM_OK && (!R.fired_total || !R.last_fired || !R.fired || !R.buf || !R.prov_pos || !x || !tmp || !dead ||
+                        (kind == SRC_MODEL && (!R.cap.stage || !R.prov_grp))))
         st = lm_fail(LM_ERR_NOMEM, "sae train: out of memory (buffer of %zu x %zu)", R.cap_rows, R.d);
     lm_rng_seed(&R.rng, oo.seed ^ 0x5ae5eedull);
     if (st == LM_OK) {
@@ -394,12 +631,14 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
         st = trim_log(log_path, resumed >= 0 ? (uint64_t)resumed : 0);
         if (st == LM_OK && resumed < 0 && access(log_path, F_OK) == 0) st = lm_write_file_atomic(log_path, "", 0);
         if (st == LM_OK && !(log = fopen(log_path, "a"))) st = lm_fail(LM_ERR_IO, "%s: cannot open: %s", log_path, strerror(errno));
-        if (st == LM_OK) st = lm_state_new_batch(o->model, R.ctx, R.fwd_batch * R.ctx, R.fwd_batch, &R.state);
-        if (st == LM_OK) st = lm_state_add_hook(R.state, o->hook, capture_hook, &R.cap);
+        if (st == LM_OK && kind == SRC_MODEL)
+            st = lm_state_new_batch(o->model, R.ctx, R.fwd_batch * R.ctx, R.fwd_batch, &R.state);
+        if (st == LM_OK && kind == SRC_MODEL) st = lm_state_add_hook(R.state, o->hook, capture_hook, &R.cap);
+        if (st == LM_OK && resumed >= 0) st = regenerate(&R, R.ckpt_file);
     }
     if (st == LM_OK && !finished && resumed < 0) {
         /* first fill: estimate the scale on it, then scale and shuffle */
-        st = produce(&R, R.buf, R.cap_rows);
+        st = produce(&R, 0, R.cap_rows);
         if (st == LM_OK) st = lm_sae_estimate_scale(R.buf, R.cap_rows, R.d, &R.scale);
         if (st == LM_OK) {
             scale_rows(R.buf, R.cap_rows, R.d, R.scale);
@@ -420,7 +659,7 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
     while (st == LM_OK && !finished && R.step < R.total_steps) {
         if (R.served + R.batch > R.cap_rows / 2) {
             /* the served half (the front) is refilled, then the whole buffer is shuffled */
-            st = produce(&R, R.buf, R.cap_rows / 2);
+            st = produce(&R, 0, R.cap_rows / 2);
             if (st != LM_OK) break;
             scale_rows(R.buf, R.cap_rows / 2, R.d, R.scale);
             shuffle_rows(&R, tmp);
@@ -433,11 +672,13 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
             dead[i] = (double)R.tokens_seen - R.last_fired[i] >= (double)oo.dead_window;
             n_dead += dead[i];
         }
-        lm_sae_loss_opts lo = {lm_sae_l1_at(oo.l1_coeff, R.step, R.total_steps), oo.arch == LM_SAE_TOPK ? dead : NULL, 0, 0};
+        lm_sae_loss_opts lo = {lm_sae_l1_at(oo.l1_coeff, R.step, R.total_steps), oo.arch == LM_SAE_TOPK ? dead : NULL, 0, 0,
+                               oo.bandwidth};
         lm_sae_grad_zero(&R.grad);
         memset(R.fired, 0, ds * sizeof(uint64_t));
         st = lm_sae_loss_backward(R.sae, &R.grad, x, R.batch, &lo, &L, R.fired);
         if (st != LM_OK) break;
+        if (oo.arch == LM_SAE_JUMPRELU) log_threshold_grad(R.sae, &R.grad);
         double gn = lm_sae_grad_clip(&R.grad, oo.clip);
         if (!isfinite(gn) || !isfinite(L.total)) {
             st = lm_fail(LM_ERR_RANGE, "sae train: loss or gradient not finite at step %llu; stopping without saving",
@@ -445,7 +686,9 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
             break;
         }
         float lr = lm_sae_lr_at(oo.lr, R.step, R.total_steps);
+        if (oo.arch == LM_SAE_JUMPRELU) threshold_to_log(R.sae);
         st = lm_sae_adam_step(&R.adam, R.sae, &R.grad, lr);
+        if (oo.arch == LM_SAE_JUMPRELU) threshold_from_log(R.sae);
         if (st != LM_OK) break;
         /* explained variance of this batch (x_hat from before the step, as the mse) */
         double var = 0;
@@ -509,6 +752,9 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
     lm_state_free(R.state);
     free(R.cap.stage);
     free(R.buf);
+    free(R.prov_pos);
+    free(R.prov_grp);
+    sae_acts_close(&R.acts);
     free(R.fired_total);
     free(R.last_fired);
     free(R.fired);
