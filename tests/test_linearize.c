@@ -483,7 +483,10 @@ static void test_must_hold(void) {
     CHECK(li.layer == most && li.fit.n == nc && isfinite(li.fit.mse) && li.fit.fvu > 0 && li.fit.fvu < 1);
     CHECK(lid.distilled && lid.mse_distill_before == li.fit.mse);
 
-    /* the fit is the least-squares map of the block's own input and output states */
+    /* the paper's linearity score is 1 - the unexplained variance of the centred least-squares map:
+     * the profile (linearity.c, its own solve) and the fit must agree on the same rows */
+    CHECKF(fabs(li.fit.fvu - (1 - r.linearity[most])) < 1e-5 * (1 - r.linearity[most]),
+           "fit fvu %.9g vs 1 - linearity %.9g", li.fit.fvu, 1 - r.linearity[most]);
     {
         const size_t d = (size_t)m->cfg.dim;
         const lm_layer *ly = &v_lin->layers[most];

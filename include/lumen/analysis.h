@@ -231,7 +231,7 @@ typedef struct lm_linearize_opts {
     int distill_batch;  /* <= 0: 256 */
     double distill_lr;  /* <= 0: 1e-4 */
     uint64_t seed;
-    lm_progress_cb cb;  /* (tokens done, k * n); non-zero stops */
+    lm_progress_cb cb;  /* (tokens done, 2 k n: two passes per block); non-zero stops */
     void *cb_ud;
 } lm_linearize_opts;
 
@@ -245,14 +245,16 @@ typedef struct lm_linearize_info {
 } lm_linearize_info;
 
 /* A view of m (as lm_model_drop_blocks with nothing dropped) in which blocks[0 .. k) are linear
- * blocks. They are fitted in increasing block order, each on the states of the view with the
- * earlier replacements already in place (sequential): rows (h_l, h_{l+1}) are
- * blocks.l.hook_resid_pre and hook_resid_post over the windows of ctx tokens of ids (n tokens,
- * as lm_linearity_profile and lm_harvest cut them, BOS rows included); h_{l+1} is the original
- * block's output on those inputs. Then, if o->distill_steps > 0, lm_distill_affine from the
- * least-squares fit; the distilled map is kept only if its MSE on the rows is lower. info
- * ([k], may be NULL) is in increasing block order. Release the view with lm_model_view_free; m
- * must outlive it. LM_ERR_ARG for a block out of range or repeated, k < 1 or k > L, n <= dim. */
+ * blocks, fitted by lm_fit_affine in increasing block order (sequential): for block l the inputs
+ * are h_l = blocks.l.hook_resid_pre of the view, which already holds the earlier replacements,
+ * and the targets are h_{l+1} = blocks.l.hook_resid_post of the original m, so each map also
+ * absorbs the drift the earlier ones caused (for the first, or k = 1, both are m's own states).
+ * Rows: every token of ids (n tokens, BOS rows included) in the windows of ctx tokens that
+ * lm_linearity_profile and lm_harvest use. Then, if o->distill_steps > 0, lm_distill_affine on
+ * the same rows from the least-squares fit; the distilled map is kept only if its MSE is lower.
+ * info ([k], may be NULL) is in increasing block order. Release the view with
+ * lm_model_view_free; m must outlive it. LM_ERR_ARG for a block out of range or repeated,
+ * k < 1 or k > L, or n <= dim (too few rows for a d x d map with an intercept). */
 lm_status lm_linearize(const lm_model *m, const int32_t *ids, size_t n, const int *blocks, int k,
                        const lm_linearize_opts *o, lm_model **out, lm_linearize_info *info);
 

@@ -17,34 +17,46 @@
  * the SVD. */
 #define FIT_CHOL_MIN_RCOND 1e-10
 
-/* Mean over n * d of (X W^T + b - Y)^2 and the sum of squares of Y about its column means, in
- * double with the float weights. */
+/* Mean over n * d of (X W^T + b - Y)^2 and, when fvu is given, that error over the sum of squares
+ * of Y about its column means; in double with the float weights, 256 rows at a time. */
 static void affine_error(const float *X, const float *Y, size_t n, size_t d, const float *W, const float *b,
                          double *mse, double *fvu) {
-    double *ymean = calloc(d, sizeof *ymean);
+    enum { CHUNK = 256 };
+    double *Wd = lm_malloc(d * d, sizeof *Wd), *xc = lm_malloc(CHUNK * d, sizeof *xc);
+    double *pc = lm_malloc(CHUNK * d, sizeof *pc), *ymean = calloc(d, sizeof *ymean);
+    *mse = NAN;
+    if (fvu) *fvu = NAN;
+    if (!Wd || !xc || !pc || !ymean) goto done;
+    for (size_t i = 0; i < d * d; i++) Wd[i] = W[i];
     double res = 0, tot = 0;
-    for (size_t r = 0; r < n; r++) {
-        const float *x = X + r * d, *y = Y + r * d;
-        for (size_t j = 0; j < d; j++) {
-            const float *w = W + j * d;
-            double p = b[j];
-            for (size_t i = 0; i < d; i++) p += (double)w[i] * (double)x[i];
-            double e = p - (double)y[j];
+    for (size_t r0 = 0; r0 < n; r0 += CHUNK) {
+        size_t rows = n - r0 < CHUNK ? n - r0 : CHUNK;
+        for (size_t i = 0; i < rows * d; i++) xc[i] = X[r0 * d + i];
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < d; j++) pc[r * d + j] = b[j];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)d, (int)d, 1.0, xc, (int)d, Wd, (int)d,
+                    1.0, pc, (int)d);
+        for (size_t i = 0; i < rows * d; i++) {
+            double e = pc[i] - (double)Y[r0 * d + i];
             res += e * e;
-            if (ymean) ymean[j] += y[j];
         }
     }
-    if (ymean) {
-        for (size_t j = 0; j < d; j++) ymean[j] /= (double)n;
-        for (size_t r = 0; r < n; r++)
-            for (size_t j = 0; j < d; j++) {
-                double e = (double)Y[r * d + j] - ymean[j];
-                tot += e * e;
-            }
-    }
-    free(ymean);
     *mse = res / ((double)n * (double)d);
-    if (fvu) *fvu = tot > 0 ? res / tot : NAN;
+    if (!fvu) goto done;
+    for (size_t r = 0; r < n; r++)
+        for (size_t j = 0; j < d; j++) ymean[j] += Y[r * d + j];
+    for (size_t j = 0; j < d; j++) ymean[j] /= (double)n;
+    for (size_t r = 0; r < n; r++)
+        for (size_t j = 0; j < d; j++) {
+            double e = (double)Y[r * d + j] - ymean[j];
+            tot += e * e;
+        }
+    *fvu = tot > 0 ? res / tot : NAN;
+done:
+    free(Wd);
+    free(xc);
+    free(pc);
+    free(ymean);
 }
 
 /* Solves the centred, scaled problem Xs A = Yc for A (d x d, column-major: A[i + j d] is input
@@ -294,8 +306,8 @@ static lm_status sink_hook(void *ud, const lm_hook_info *info, float *act) {
     return LM_OK;
 }
 
-/* h_l and h_{l+1} of m over the windows of lm_linearity_profile (full windows in batches, then
- * the shorter last one). */
+/* h_l (into X) and h_{l+1} (into Y), either may be NULL, of m over the windows of
+ * lm_linearity_profile (full windows in batches, then the shorter last one). */
 static lm_status capture(const lm_model *m, const int32_t *ids, size_t n, int l, int ctx, int batch, float *X, float *Y,
                          const lm_linearize_opts *o, size_t done0, size_t total) {
     const size_t d = (size_t)m->cfg.dim;
@@ -306,10 +318,10 @@ static lm_status capture(const lm_model *m, const int32_t *ids, size_t n, int l,
     lm_state *s = NULL, *s1 = NULL;
     lm_status st = lm_state_new_batch(m, ctx, batch * ctx, batch, &s);
     if (st == LM_OK) st = lm_state_new(m, ctx, ctx, &s1);
-    if (st == LM_OK) st = lm_state_add_hook(s, pre, sink_hook, &in);
-    if (st == LM_OK) st = lm_state_add_hook(s, post, sink_hook, &outk);
-    if (st == LM_OK) st = lm_state_add_hook(s1, pre, sink_hook, &in);
-    if (st == LM_OK) st = lm_state_add_hook(s1, post, sink_hook, &outk);
+    if (st == LM_OK && X) st = lm_state_add_hook(s, pre, sink_hook, &in);
+    if (st == LM_OK && Y) st = lm_state_add_hook(s, post, sink_hook, &outk);
+    if (st == LM_OK && X) st = lm_state_add_hook(s1, pre, sink_hook, &in);
+    if (st == LM_OK && Y) st = lm_state_add_hook(s1, post, sink_hook, &outk);
     size_t full = n / (size_t)ctx, w = 0;
     while (st == LM_OK && w < full) {
         int nb = (int)(full - w < (size_t)batch ? full - w : (size_t)batch);
@@ -326,7 +338,7 @@ static lm_status capture(const lm_model *m, const int32_t *ids, size_t n, int l,
         if (st == LM_OK && o && o->cb && o->cb(o->cb_ud, done0 + n, total))
             st = lm_fail(LM_ERR_ARG, "linearize: stopped");
     }
-    if (st == LM_OK && (in.off != n || outk.off != n))
+    if (st == LM_OK && ((X && in.off != n) || (Y && outk.off != n)))
         st = lm_fail(LM_ERR_RANGE, "linearize: captured %zu and %zu rows of %zu (internal error)", in.off, outk.off, n);
     lm_state_free(s);
     lm_state_free(s1);
@@ -381,8 +393,11 @@ lm_status lm_linearize(const lm_model *m, const int32_t *ids, size_t n, const in
         lm_linearize_info li = {0};
         li.layer = l;
         li.mse_distill_before = li.mse_distill_after = NAN;
-        /* sequential: the view already holds the earlier replacements */
-        st = capture(v, ids, n, l, ctx, batch, X, Y, o, (size_t)i * n, (size_t)k * n);
+        /* sequential: the inputs are the view's, which already holds the earlier replacements; the
+         * targets are the original model's, so the map also undoes what the earlier ones changed
+         * (docs/linearity.md compares this with the alternatives) */
+        st = capture(v, ids, n, l, ctx, batch, X, NULL, o, (size_t)(2 * i) * n, (size_t)(2 * k) * n);
+        if (st == LM_OK) st = capture(m, ids, n, l, ctx, batch, NULL, Y, o, (size_t)(2 * i + 1) * n, (size_t)(2 * k) * n);
         if (st == LM_OK) st = lm_fit_affine(X, Y, n, d, W, b, &li.fit);
         if (st == LM_OK && o && o->distill_steps > 0) {
             float *W2 = lm_malloc(d * d, sizeof *W2), *b2 = lm_malloc(d, sizeof *b2);

@@ -151,7 +151,7 @@ int cmd_prune(int argc, char **argv) {
         fits = calloc((size_t)K, sizeof *fits);
         lm_progress p;
         lm_linearize_opts o = {use_ctx, (int)batch, (int)dsteps, (int)dbatch, dlr, seed, cli_progress_cb, &p};
-        lm_progress_begin(&p, "fit", "tok", (double)n * (double)K, 1);
+        lm_progress_begin(&p, "fit", "tok", 2.0 * (double)n * (double)K, 1);
         st = fits ? lm_linearize(m, ids, n, blocks, (int)K, &o, &view, fits) : lm_fail(LM_ERR_NOMEM, "out of memory");
         lm_progress_end(&p);
     }
