@@ -154,6 +154,7 @@ static lm_status vector(hf_loader *ld, const char *name, size_t n, const float *
     return LM_OK;
 }
 
+
 static int has_tensor(hf_loader *ld, const char *name) {
     char full[512];
     snprintf(full, sizeof full, "%s%s", ld->prefix, name);
@@ -188,6 +189,15 @@ static lm_status parse_linear_layers(hf_loader *ld, int L) {
 static lm_status load_linear_block(hf_loader *ld, const char *base, lm_layer *ly) {
     size_t d = (size_t)ld->m->cfg.dim;
     char n[200];
+    const char *parts[] = {"weight", "bias"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(n, sizeof n, "%slinear.%s", base, parts[i]);
+        if (!has_tensor(ld, n))
+            return lm_fail(LM_ERR_FORMAT,
+                           "%s: missing tensor '%s%s': %s lists the block in 'lumen_linear_layers', so its linear "
+                           "map must be stored",
+                           ld->dir, ld->prefix, n, ld->cfg_path);
+    }
     snprintf(n, sizeof n, "%slinear.weight", base);
     lm_status st = matrix(ld, n, d, d, &ly->lin);
     if (st != LM_OK) return st;
