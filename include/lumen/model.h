@@ -98,7 +98,8 @@ void lm_model_free(lm_model *m); /* accepts NULL */
 lm_status lm_model_init_random(const lm_config *cfg, uint64_t seed, float std, lm_model **out);
 /* Human-readable one-line summary, e.g. for `lumen info`. */
 size_t lm_model_param_count(const lm_model *m);
-/* Parameters of block l alone (its matrices, norms and biases, or dim^2 + dim for a linear one). */
+/* Parameters of block l (0 <= l < n_layers) alone: its matrices, norms and biases, or dim^2 + dim
+ * for a linear block. */
 size_t lm_layer_param_count(const lm_model *m, int l);
 /* Makes block l a linear block h -> h W^T + b (W [dim, dim] row-major, out x in; b [dim] or NULL
  * for zero): W and b are copied into buffers m owns (a view's own, see lm_model_drop_blocks), the

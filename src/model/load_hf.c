@@ -154,7 +154,6 @@ static lm_status vector(hf_loader *ld, const char *name, size_t n, const float *
     return LM_OK;
 }
 
-
 static int has_tensor(hf_loader *ld, const char *name) {
     char full[512];
     snprintf(full, sizeof full, "%s%s", ld->prefix, name);
