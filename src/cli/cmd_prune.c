@@ -157,7 +157,13 @@ int cmd_prune(int argc, char **argv) {
     }
     free(ids);
     ids = NULL;
-    if (st == LM_OK) st = lm_model_save_hf(view, tok, out);
+    /* as lumen convert: a SentencePiece vocabulary has no tokenizer.json form */
+    const lm_tokenizer *save_tok = tok && lm_tokenizer_get_kind(tok) == LM_TOK_SPM ? NULL : tok;
+    if (st == LM_OK && tok && !save_tok)
+        fprintf(stderr, "lumen prune: note: a score-based SentencePiece vocabulary cannot be written as "
+                        "tokenizer.json; writing the weights and config of %s only\n",
+                out);
+    if (st == LM_OK) st = lm_model_save_hf(view, save_tok, out);
     const int L = m ? m->cfg.n_layers : 0, L_after = remove ? L - (int)K : L;
     /* 3. perplexity of the original and of the saved model as it loads back */
     if (st == LM_OK && eval) {
