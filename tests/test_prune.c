@@ -1,6 +1,6 @@
 /* test_prune.c - block removal: the choice of the most linear blocks, the model view without them
  * (its logits equal a forward that carries the residual straight past the removed block), saving
- * and loading the smaller model, and `lumen prune --json`. */
+ * and loading the smaller model, and `lumen prune --json` with --remove and --linearize. */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
 #include <math.h>
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -143,6 +144,16 @@ static void test_view_and_save(void) {
     lm_model_free(m);
 }
 
+static void rm_dir(const char *dir) {
+    char p[4200];
+    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
 static int run(const char *cmd) {
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -216,7 +227,7 @@ static void test_cli(void) {
     }
     free(ids);
     json_decref(j);
-    /* the text report; usage errors exit 2 (--linearize is not there yet), bad requests 1 */
+    /* the text report; usage errors exit 2, bad requests 1 */
     snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 2 --calib '%s' --tokens 400 --ctx 64 -o '%s' 2>/dev/null",
              bin, dir, text, out);
     p = popen(cmd, "r");
@@ -224,20 +235,138 @@ static void test_cli(void) {
     buf[len] = 0;
     rc = p ? pclose(p) : -1;
     CHECKF(rc == 0 && strstr(buf, "removed 2 block(s)") && strstr(buf, "(2 blocks)"), "text output: %.300s", buf);
-    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --linearize 1 --calib '%s' -o '%s' 2>/dev/null", bin, dir, text, out);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 1 --linearize 1 --calib '%s' -o '%s' 2>/dev/null", bin, dir,
+             text, out);
+    CHECK(run(cmd) == 2);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 1 --distill-steps 5 --calib '%s' -o '%s' 2>/dev/null", bin,
+             dir, text, out);
+    CHECK(run(cmd) == 2);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --linearize 0 --calib '%s' -o '%s' 2>/dev/null", bin, dir, text, out);
     CHECK(run(cmd) == 2);
     snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 1 -o '%s' 2>/dev/null", bin, dir, out);
     CHECK(run(cmd) == 2);
     snprintf(cmd, sizeof cmd, "'%s' prune '%s' --remove 4 --calib '%s' -o '%s' 2>/dev/null", bin, dir, text, out);
     CHECK(run(cmd) == 1);
-    char pth[4200];
-    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(pth, sizeof pth, "%s/%s", out, files[i]);
-        unlink(pth);
-    }
-    rmdir(out);
+    rm_dir(out);
     unlink(text);
+    lm_model_free(m);
+}
+
+/* Runs cmd (stderr included) and returns its exit status and output. */
+static int capture(const char *cmd, char *buf, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    size_t len = p ? fread(buf, 1, cap - 1, p) : 0;
+    buf[len] = 0;
+    int rc = p ? pclose(p) : -1;
+    return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* `lumen prune --linearize` against the library, and its refusals. */
+static void test_cli_linearize(void) {
+    const char *bin = getenv("LUMEN_BIN");
+    if (!bin) {
+        fprintf(stderr, "SKIP: CLI check (no LUMEN_BIN)\n");
+        return;
+    }
+    char dir[1024], calib[1200], heldout[1200], out[1024], cmd[8192];
+    static char buf[1 << 16];
+    lm_model *m = load_tiny(dir, sizeof dir);
+    if (!m || !m->tokenizer) {
+        lm_model_free(m);
+        return;
+    }
+    snprintf(calib, sizeof calib, "%s/../../data/calendar_train.txt", dir);
+    snprintf(heldout, sizeof heldout, "%s/../../data/calendar_heldout.txt", dir);
+    snprintf(out, sizeof out, "%s/prune_lin_%d", check_tmpdir(), (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "'%s' prune '%s' --linearize 1 --distill-steps 10 --calib '%s' --eval '%s' --tokens 600 --ctx 64 "
+             "--threads 2 -o '%s' --json 2>/dev/null",
+             bin, dir, calib, heldout, out);
+    int rc = capture(cmd, buf, sizeof buf);
+    CHECKF(rc == 0, "%s exited with %d", cmd, rc);
+    json_error_t jerr;
+    json_t *j = json_loads(buf, 0, &jerr);
+    CHECKF(j != NULL, "not JSON: %.300s", buf);
+    int32_t *ids = NULL, *ev = NULL;
+    size_t n = 0, ne = 0;
+    CHECK(lm_tokenize_file(m->tokenizer, calib, 1, 600, &ids, &n) == LM_OK);
+    CHECK(lm_tokenize_file(m->tokenizer, heldout, 1, 600, &ev, &ne) == LM_OK);
+    if (j && ids && ev) {
+        CHECK(!strcmp(json_string_value(json_object_get(j, "mode")), "linearize"));
+        CHECK(json_integer_value(json_object_get(j, "layers_after")) == 4);
+        json_t *lin = json_object_get(j, "linearized"), *fit = json_array_get(json_object_get(j, "fits"), 0);
+        lm_linearity_opts o = {64, 4, 1, -1, 3, NULL, NULL, NULL, NULL};
+        lm_linearity_result r;
+        int best = -1;
+        CHECK(lm_linearity_profile(m, ids, n, &o, &r) == LM_OK && lm_prune_choose(&r, 1, &best) == LM_OK);
+        lm_linearity_result_free(&r);
+        CHECKF(json_array_size(lin) == 1 && json_integer_value(json_array_get(lin, 0)) == best, "linearized %d, most "
+               "linear %d", (int)json_integer_value(json_array_get(lin, 0)), best);
+        CHECK(json_integer_value(json_object_get(fit, "layer")) == best);
+        CHECK(json_integer_value(json_object_get(fit, "rows")) == (json_int_t)n);
+        CHECK(json_object_get(json_object_get(fit, "distill"), "mse_after") != NULL);
+        /* the library's fit of the same rows, and the saved model's perplexity */
+        lm_linearize_opts lo = {64, 4, 10, 256, 1e-4, 1, NULL, NULL};
+        lm_linearize_info li;
+        lm_model *v = NULL, *back = NULL;
+        CHECK(lm_linearize(m, ids, n, &best, 1, &lo, &v, &li) == LM_OK);
+        CHECK(json_real_value(json_object_get(fit, "mse")) == li.fit.mse);
+        CHECKF(lm_model_load(out, &back) == LM_OK, "%s", lm_errmsg());
+        if (v && back) {
+            CHECK(lm_model_linear_count(back) == 1 && lm_layer_is_linear(&back->layers[best]));
+            CHECK(memcmp(back->layers[best].lin.data, v->layers[best].lin.data,
+                         (size_t)m->cfg.dim * (size_t)m->cfg.dim * sizeof(float)) == 0);
+            lm_eval_result e0, e1;
+            CHECK(lm_eval_ce(m, ev, ne, 64, 4, NULL, NULL, &e0) == LM_OK);
+            CHECK(lm_eval_ce(back, ev, ne, 64, 4, NULL, NULL, &e1) == LM_OK);
+            json_t *e = json_object_get(j, "eval");
+            double b = json_real_value(json_object_get(json_object_get(e, "before"), "perplexity"));
+            double a = json_real_value(json_object_get(json_object_get(e, "after"), "perplexity"));
+            CHECKF(b == e0.perplexity && a == e1.perplexity, "before %g vs %g, after %g vs %g", b, e0.perplexity, a,
+                   e1.perplexity);
+        }
+        lm_model_free(back);
+        lm_model_view_free(v);
+    }
+    json_decref(j);
+    free(ids);
+    free(ev);
+    /* lumen info shows the linear block */
+    snprintf(cmd, sizeof cmd, "'%s' info '%s'", bin, out);
+    CHECK(capture(cmd, buf, sizeof buf) == 0 && strstr(buf, "linear blocks   1 of 4"));
+    rm_dir(out);
+    /* too few calibration tokens, too many blocks: exit 1, a message naming the problem, no output */
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --linearize 1 --calib '%s' --tokens 150 -o '%s' 2>&1", bin, dir, calib,
+             out);
+    CHECK(capture(cmd, buf, sizeof buf) == 1);
+    CHECKF(strstr(buf, "too few") && strstr(buf, calib), "%s", buf);
+    CHECK(!exists(out));
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' --linearize 4 --calib '%s' -o '%s' 2>&1", bin, dir, calib, out);
+    CHECK(capture(cmd, buf, sizeof buf) == 1);
+    CHECKF(strstr(buf, "cannot linearize 4 of its 4 blocks"), "%s", buf);
+    CHECK(!exists(out));
+    /* a model with a single block */
+    char one[1100];
+    snprintf(one, sizeof one, "%s/prune_one_%d", check_tmpdir(), (int)getpid());
+    lm_config c = m->cfg;
+    c.n_layers = 1;
+    lm_model *m1 = NULL;
+    CHECK(lm_model_init_random(&c, 1, 0.02f, &m1) == LM_OK);
+    CHECK(m1 && lm_model_save_hf(m1, m->tokenizer, one) == LM_OK);
+    lm_model_free(m1);
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "'%s' prune '%s' %s 1 --calib '%s' -o '%s' 2>&1", bin, one,
+                 k ? "--linearize" : "--remove", calib, out);
+        CHECK(capture(cmd, buf, sizeof buf) == 1);
+        CHECKF(strstr(buf, "single block") && strstr(buf, one), "%s", buf);
+        CHECK(!exists(out));
+    }
+    rm_dir(one);
     lm_model_free(m);
 }
 
@@ -246,5 +375,6 @@ int main(void) {
     test_choose();
     test_view_and_save();
     test_cli();
+    test_cli_linearize();
     return check_result();
 }

@@ -1,5 +1,5 @@
 /* analysis.h - looking at what a model computes: layer linearity, anisotropy, intrinsic dimension,
- * the logit lens, and pruning by block removal. */
+ * the logit lens, and pruning by block removal or linear replacement. */
 #ifndef LUMEN_ANALYSIS_H
 #define LUMEN_ANALYSIS_H
 
@@ -182,7 +182,81 @@ lm_status lm_prune_choose(const lm_linearity_result *r, int k, int *blocks);
  * ordinary model with L - k layers. LM_ERR_ARG for an index out of range, a repeated index, or
  * k >= L. Release with lm_model_view_free, never lm_model_free. */
 lm_status lm_model_drop_blocks(const lm_model *m, const int *blocks, int k, lm_model **out);
+/* Also frees the buffers of blocks made linear on the view (lm_model_set_linear_block). */
 void lm_model_view_free(lm_model *view); /* accepts NULL */
+
+/* ==== linear replacement (src/analysis/linearize.c) ===========================================
+ *
+ * A block replaced by the affine map h_{l+1} ~ h_l W^T + b fitted on calibration states
+ * (lm_model_set_linear_block holds it). docs/linearity.md, "Linear replacement". */
+
+typedef enum lm_fit_method { LM_FIT_CHOLESKY = 0, LM_FIT_SVD = 1 } lm_fit_method;
+
+typedef struct lm_affine_fit {
+    size_t n;            /* rows fitted */
+    lm_fit_method method;
+    int rank;            /* of the centred, column-scaled X (d on the Cholesky path) */
+    double mse;          /* mean over n * d of (X W^T + b - Y)^2, with the float W and b returned */
+    double fvu;          /* fraction of Y's variance (about its column means) left unexplained */
+} lm_affine_fit;
+
+/* Least squares with an intercept, in double: W [d, d] (out x in) and b [d] minimise
+ * ||X W^T + 1 b^T - Y||_F over the n rows of X and Y ([n, d] float). Done as the equivalent
+ * centred problem (b = mean(Y) - mean(X) W^T) with X's columns scaled to unit norm: normal
+ * equations by Cholesky (dpotrf) when their reciprocal condition number (dpocon) is at least
+ * 1e-10, else the minimum-norm solution through the SVD (dgelsd, singular values below
+ * max(n, d) * DBL_EPSILON of the largest dropped), so constant or collinear columns get a zero
+ * weight, never NaN. LM_ERR_ARG for n <= d (fewer rows than the d + 1 unknowns of an output;
+ * the fit would interpolate) or a value that is not finite. info may be NULL. */
+lm_status lm_fit_affine(const float *X, const float *Y, size_t n, size_t d, float *W, float *b, lm_affine_fit *info);
+
+/* Distillation of an affine map: Adam (beta 0.9, 0.999, eps 1e-8, no weight decay) on W, b from
+ * their current values, minimising the mean squared error of X W^T + b against Y over
+ * mini-batches of rows (a fresh shuffle every epoch, seeded). *mse_before and *mse_after (either
+ * may be NULL) are the MSE over all n rows before and after, as lm_affine_fit.mse. Arithmetic in
+ * double; W and b are updated in place (rounded to float at the end). */
+typedef struct lm_distill_opts {
+    int steps;        /* Adam steps */
+    int batch;        /* rows per step; <= 0: 256 (at most n) */
+    double lr;        /* <= 0: 1e-4 */
+    uint64_t seed;
+} lm_distill_opts;
+lm_status lm_distill_affine(const float *X, const float *Y, size_t n, size_t d, const lm_distill_opts *o, float *W,
+                            float *b, double *mse_before, double *mse_after);
+
+typedef struct lm_linearize_opts {
+    int ctx;            /* window length; <= 0: the model's context */
+    int batch;          /* windows per forward call; <= 0: 4 */
+    int distill_steps;  /* 0: least squares only */
+    int distill_batch;  /* <= 0: 256 */
+    double distill_lr;  /* <= 0: 1e-4 */
+    uint64_t seed;
+    lm_progress_cb cb;  /* (tokens done, 2 k n: two passes per block); non-zero stops */
+    void *cb_ud;
+} lm_linearize_opts;
+
+typedef struct lm_linearize_info {
+    int layer;
+    lm_affine_fit fit;         /* the least-squares fit */
+    int distilled;             /* distillation ran */
+    double mse_distill_before; /* MSE before and after the Adam steps (= fit.mse before) */
+    double mse_distill_after;
+    int kept_distilled;        /* the distilled W, b were kept (they had the lower MSE) */
+} lm_linearize_info;
+
+/* A view of m (as lm_model_drop_blocks with nothing dropped) in which blocks[0 .. k) are linear
+ * blocks, fitted by lm_fit_affine in increasing block order (sequential): for block l the inputs
+ * are h_l = blocks.l.hook_resid_pre of the view, which already holds the earlier replacements,
+ * and the targets are h_{l+1} = blocks.l.hook_resid_post of the original m, so each map also
+ * absorbs the drift the earlier ones caused (for the first, or k = 1, both are m's own states).
+ * Rows: every token of ids (n tokens, BOS rows included) in the windows of ctx tokens that
+ * lm_linearity_profile and lm_harvest use. Then, if o->distill_steps > 0, lm_distill_affine on
+ * the same rows from the least-squares fit; the distilled map is kept only if its MSE is lower.
+ * info ([k], may be NULL) is in increasing block order. Release the view with
+ * lm_model_view_free; m must outlive it. LM_ERR_ARG for a block out of range or repeated,
+ * k < 1 or k > L, or n <= dim (too few rows for a d x d map with an intercept). */
+lm_status lm_linearize(const lm_model *m, const int32_t *ids, size_t n, const int *blocks, int k,
+                       const lm_linearize_opts *o, lm_model **out, lm_linearize_info *info);
 
 #ifdef __cplusplus
 }

@@ -58,7 +58,14 @@ typedef struct lm_layer {
     lm_weight w_up;         /* [hidden, dim] (w3; GPT-2's c_fc) */
     lm_weight w_down;       /* [dim, hidden] (w2; GPT-2's mlp c_proj) */
     const float *b_up, *b_down;
+    /* A linear block (lumen prune --linearize) when lin.data is set: h_out = h_in lin^T + lin_b,
+     * lin [dim, dim] (out x in, as every matrix here) and lin_b [dim], replaces attention, MLP and
+     * both residual additions; all the fields above are then zero. */
+    lm_weight lin;
+    const float *lin_b;
 } lm_layer;
+
+static inline int lm_layer_is_linear(const lm_layer *ly) { return ly->lin.data != NULL; }
 
 typedef struct lm_model {
     lm_config cfg;
@@ -91,6 +98,16 @@ void lm_model_free(lm_model *m); /* accepts NULL */
 lm_status lm_model_init_random(const lm_config *cfg, uint64_t seed, float std, lm_model **out);
 /* Human-readable one-line summary, e.g. for `lumen info`. */
 size_t lm_model_param_count(const lm_model *m);
+/* Parameters of block l (0 <= l < n_layers) alone: its matrices, norms and biases, or dim^2 + dim
+ * for a linear block. */
+size_t lm_layer_param_count(const lm_model *m, int l);
+/* Makes block l a linear block h -> h W^T + b (W [dim, dim] row-major, out x in; b [dim] or NULL
+ * for zero): W and b are copied into buffers m owns (a view's own, see lm_model_drop_blocks), the
+ * block's other weights are forgotten and n_params is updated. The KV cache of that layer is then
+ * unused; its hook points are blocks.l.hook_resid_pre and hook_resid_post only. */
+lm_status lm_model_set_linear_block(lm_model *m, int l, const float *W, const float *b);
+/* Number of linear blocks of m. */
+int lm_model_linear_count(const lm_model *m);
 
 /* Saves m as a Hugging Face directory (config.json, model.safetensors, and tokenizer.json when
  * tok is given and can be written), each file atomically. Weights keep their dtype (F32, F16,
@@ -147,7 +164,9 @@ typedef struct lm_hook_info {
  * (the forward continues with what it leaves there). A non-OK return aborts the forward. */
 typedef lm_status (*lm_hook_fn)(void *ud, const lm_hook_info *info, float *act);
 
-/* Parses a TransformerLens name ("blocks.3.hook_resid_post", "hook_embed", ...) for model m. */
+/* Parses a TransformerLens name ("blocks.3.hook_resid_post", "hook_embed", ...) for model m.
+ * A linear block has no attention or MLP: hook_attn_out, hook_resid_mid and hook_mlp_out are
+ * refused there (LM_ERR_ARG); its hook_resid_pre and hook_resid_post fire as usual. */
 lm_status lm_hook_parse(const lm_model *m, const char *name, lm_hook_point *point, int *layer);
 /* Registers fn at the named point; hooks at one point run in registration order. With no hooks
  * registered the forward does no extra work. */

@@ -49,37 +49,28 @@ lm_status lm_model_drop_blocks(const lm_model *m, const int *blocks, int k, lm_m
         drop[blocks[i]] = 1;
     }
     lm_model *v = malloc(sizeof *v);
-    lm_layer *layers = malloc((size_t)(L - k) * sizeof *layers);
+    lm_layer *layers = malloc((size_t)(L - k > 0 ? L - k : 1) * sizeof *layers);
     if (!v || !layers) {
         free(v);
         free(layers);
         free(drop);
         return lm_fail(LM_ERR_NOMEM, "prune: out of memory");
     }
-    /* a shallow copy: every pointer is m's; only the layers array is the view's own, and
-     * lm_model_view_free releases nothing else */
+    /* a shallow copy: every pointer is m's; only the layers array and the buffers of blocks made
+     * linear on the view (lm_model_set_linear_block) are the view's own, and lm_model_view_free
+     * releases nothing else */
     *v = *m;
+    v->owned_bufs = NULL;
+    v->n_owned_bufs = 0;
+    size_t removed = 0;
     int j = 0;
-    for (int i = 0; i < L; i++)
+    for (int i = 0; i < L; i++) {
         if (!drop[i]) layers[j++] = m->layers[i];
+        else removed += lm_layer_param_count(m, i);
+    }
     free(drop);
     v->layers = layers;
     v->cfg.n_layers = L - k;
-    /* the parameter count no longer includes the removed blocks */
-    size_t per_block = 0;
-    const lm_layer *ly = &m->layers[0];
-    const size_t dim = (size_t)m->cfg.dim;
-    const lm_weight *mats[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
-    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
-        if (mats[i]->data) per_block += mats[i]->rows * mats[i]->cols;
-    per_block += dim * (2 + (ly->attn_norm_b != NULL) + (ly->ffn_norm_b != NULL));
-    if (ly->bq) per_block += ly->wq.rows;
-    if (ly->bk) per_block += ly->wk.rows;
-    if (ly->bv) per_block += ly->wv.rows;
-    if (ly->bo) per_block += dim;
-    if (ly->b_up) per_block += ly->w_up.rows;
-    if (ly->b_down) per_block += dim;
-    size_t removed = per_block * (size_t)k;
     v->n_params = m->n_params > removed ? m->n_params - removed : 0;
     *out = v;
     return LM_OK;
@@ -87,6 +78,8 @@ lm_status lm_model_drop_blocks(const lm_model *m, const int *blocks, int k, lm_m
 
 void lm_model_view_free(lm_model *view) {
     if (!view) return;
+    for (size_t i = 0; i < view->n_owned_bufs; i++) free(view->owned_bufs[i]);
+    free(view->owned_bufs);
     free(view->layers);
     free(view);
 }

@@ -8,7 +8,8 @@ static void help(FILE *f) {
     fprintf(f,
             "usage: lumen info MODEL [--json]\n\n"
             "Prints the architecture, sizes, storage dtypes and parameter count of MODEL\n"
-            "(a GGUF file or a llama2.c .bin checkpoint).\n");
+            "(a Hugging Face directory, a GGUF file or a llama2.c .bin checkpoint), and which blocks\n"
+            "are linear blocks (lumen prune --linearize).\n");
 }
 
 /* Counts tensors per stored dtype. */
@@ -22,11 +23,18 @@ static void count_dtypes(const lm_model *m, size_t counts[LM_DTYPE_COUNT + 1]) {
         return;
     }
     counts[m->tok_embeddings.dtype]++;
-    counts[LM_F32] += 1 + 2 * (size_t)m->cfg.n_layers; /* norms */
+    counts[LM_F32] += 1; /* final norm */
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const lm_layer *ly = &m->layers[l];
+        if (lm_layer_is_linear(ly)) {
+            counts[ly->lin.dtype]++;
+            counts[LM_F32]++; /* its bias */
+            continue;
+        }
+        counts[LM_F32] += 2; /* norms */
         const lm_weight *ws[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
-        for (size_t i = 0; i < 7; i++) counts[ws[i]->dtype]++;
+        for (size_t i = 0; i < 7; i++)
+            if (ws[i]->data) counts[ws[i]->dtype]++;
     }
     if (!m->cfg.tied_embeddings) counts[m->output.dtype]++;
 }
@@ -75,6 +83,10 @@ int cmd_info(int argc, char **argv) {
         json_object_set_new(j, "rope_style", json_string(rope));
         json_object_set_new(j, "tied_embeddings", json_boolean(c->tied_embeddings));
         json_object_set_new(j, "dtypes", dt);
+        json_t *lin = json_array();
+        for (int l = 0; l < c->n_layers; l++)
+            if (lm_layer_is_linear(&m->layers[l])) json_array_append_new(lin, json_integer(l));
+        json_object_set_new(j, "linear_layers", lin);
         json_object_set_new(j, "parameters", json_integer((json_int_t)lm_model_param_count(m)));
         json_object_set_new(j, "tokenizer", m->tokenizer ? json_integer(lm_tokenizer_vocab_size(m->tokenizer))
                                                          : json_null());
@@ -84,6 +96,12 @@ int cmd_info(int argc, char **argv) {
         printf("format          %s\n", m->format);
         printf("architecture    %s\n", arch);
         printf("layers          %d\n", c->n_layers);
+        if (lm_model_linear_count(m) > 0) {
+            printf("linear blocks   %d of %d:", lm_model_linear_count(m), c->n_layers);
+            for (int l = 0; l < c->n_layers; l++)
+                if (lm_layer_is_linear(&m->layers[l])) printf(" %d", l);
+            printf(" (h -> h W^T + b, from lumen prune --linearize)\n");
+        }
         printf("dim             %d\n", c->dim);
         printf("ffn hidden      %d\n", c->hidden_dim);
         printf("heads           %d (kv %d, head dim %d)\n", c->n_heads, c->n_kv_heads, c->head_dim);

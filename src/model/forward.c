@@ -145,6 +145,12 @@ lm_status lm_hook_parse(const lm_model *m, const char *name, lm_hook_point *poin
                     if (L >= m->cfg.n_layers)
                         return lm_fail(LM_ERR_ARG, "hook '%s': layer %ld out of range (the model has %d layers)",
                                        name, L, m->cfg.n_layers);
+                    lm_hook_point hp = k_block_hooks[i].point;
+                    if (lm_layer_is_linear(&m->layers[L]) && hp != LM_HOOK_RESID_PRE && hp != LM_HOOK_RESID_POST)
+                        return lm_fail(LM_ERR_ARG,
+                                       "hook '%s': block %ld is a linear block (no attention or MLP); it has "
+                                       "hook_resid_pre and hook_resid_post only",
+                                       name, L);
                     *point = k_block_hooks[i].point;
                     *layer = (int)L;
                     return LM_OK;
@@ -243,6 +249,13 @@ static lm_status forward_core(const lm_model *m, lm_state *s, const batch *b, fl
     for (int l = 0; l < c->n_layers; l++) {
         const lm_layer *ly = &m->layers[l];
         if ((st = run_hooks(s, l, LM_HOOK_RESID_PRE, b, (int)d, s->x)) != LM_OK) return st;
+        if (lm_layer_is_linear(ly)) {
+            /* the whole block, residual included, is one affine map; its KV cache stays unused */
+            if ((st = linear_bias(s->xb, s->x, N, &ly->lin, ly->lin_b)) != LM_OK) return st;
+            memcpy(s->x, s->xb, N * d * sizeof(float));
+            if ((st = run_hooks(s, l, LM_HOOK_RESID_POST, b, (int)d, s->x)) != LM_OK) return st;
+            continue;
+        }
         norm(m, s->xb, s->x, ly->attn_norm, ly->attn_norm_b, N);
         if ((st = linear_bias(s->q, s->xb, N, &ly->wq, ly->bq)) != LM_OK) return st;
         lm_rope_style rs = c->rope_style;

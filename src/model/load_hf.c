@@ -19,6 +19,7 @@ typedef struct hf_loader {
     json_t *cfg;
     const char *prefix; /* "transformer." or "" for gpt2; "model." for llama */
     size_t n_params;
+    char *linear;       /* [n_layers] flags: linear blocks (config.json's lumen_linear_layers), or NULL */
 } hf_loader;
 
 static lm_status cfg_int(hf_loader *ld, const char *key, long deflt, long lo, long hi, int *out) {
@@ -159,6 +160,50 @@ static int has_tensor(hf_loader *ld, const char *name) {
     return lm_st_set_find(ld->m->st, full, NULL) || lm_st_set_find(ld->m->st, name, NULL);
 }
 
+/* config.json's "lumen_linear_layers": the blocks lumen prune --linearize replaced by an affine
+ * map (a lumen extension; transformers ignores the key and cannot load such a checkpoint). */
+static lm_status parse_linear_layers(hf_loader *ld, int L) {
+    json_t *v = json_object_get(ld->cfg, "lumen_linear_layers");
+    if (!v || json_is_null(v)) return LM_OK;
+    if (!json_is_array(v))
+        return lm_fail(LM_ERR_FORMAT, "%s: 'lumen_linear_layers' must be an array of block indices", ld->cfg_path);
+    ld->linear = calloc((size_t)L, 1);
+    if (!ld->linear) return lm_fail(LM_ERR_NOMEM, "%s: out of memory", ld->cfg_path);
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= L)
+            return lm_fail(LM_ERR_FORMAT, "%s: 'lumen_linear_layers'[%zu] must be a block index in 0 .. %d",
+                           ld->cfg_path, i, L - 1);
+        json_int_t l = json_integer_value(e);
+        if (ld->linear[l])
+            return lm_fail(LM_ERR_FORMAT, "%s: 'lumen_linear_layers' lists block %lld twice", ld->cfg_path,
+                           (long long)l);
+        ld->linear[l] = 1;
+    }
+    return LM_OK;
+}
+
+/* A linear block's weight [dim, dim] and bias [dim], named base + "linear.weight" / ".bias". */
+static lm_status load_linear_block(hf_loader *ld, const char *base, lm_layer *ly) {
+    size_t d = (size_t)ld->m->cfg.dim;
+    char n[200];
+    const char *parts[] = {"weight", "bias"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(n, sizeof n, "%slinear.%s", base, parts[i]);
+        if (!has_tensor(ld, n))
+            return lm_fail(LM_ERR_FORMAT,
+                           "%s: missing tensor '%s%s': %s lists the block in 'lumen_linear_layers', so its linear "
+                           "map must be stored",
+                           ld->dir, ld->prefix, n, ld->cfg_path);
+    }
+    snprintf(n, sizeof n, "%slinear.weight", base);
+    lm_status st = matrix(ld, n, d, d, &ly->lin);
+    if (st != LM_OK) return st;
+    snprintf(n, sizeof n, "%slinear.bias", base);
+    return vector(ld, n, d, &ly->lin_b);
+}
+
 static lm_status load_gpt2(hf_loader *ld) {
     lm_config *c = &ld->m->cfg;
     lm_status st;
@@ -198,11 +243,17 @@ static lm_status load_gpt2(hf_loader *ld) {
     if ((st = matrix(ld, "wpe.weight", (size_t)c->seq_len, d, &m->pos_embeddings)) != LM_OK) return st;
     if ((st = vector(ld, "ln_f.weight", d, &m->final_norm)) != LM_OK) return st;
     if ((st = vector(ld, "ln_f.bias", d, &m->final_norm_b)) != LM_OK) return st;
+    if ((st = parse_linear_layers(ld, c->n_layers)) != LM_OK) return st;
     char n[128];
     for (size_t l = 0; l < L; l++) {
         lm_layer *ly = &m->layers[l];
         lm_weight qkv;
         const float *bqkv;
+        if (ld->linear && ld->linear[l]) {
+            snprintf(n, sizeof n, "h.%zu.", l);
+            if ((st = load_linear_block(ld, n, ly)) != LM_OK) return st;
+            continue;
+        }
 #define NAME(s) (snprintf(n, sizeof n, "h.%zu.%s", l, s), n)
         if ((st = vector(ld, NAME("ln_1.weight"), d, &ly->attn_norm)) != LM_OK) return st;
         if ((st = vector(ld, NAME("ln_1.bias"), d, &ly->attn_norm_b)) != LM_OK) return st;
@@ -324,9 +375,15 @@ static lm_status load_llama_family(hf_loader *ld, const char *family) {
     if (!m->layers) return lm_fail(LM_ERR_NOMEM, "%s: out of memory", ld->dir);
     if ((st = matrix(ld, "embed_tokens.weight", V, d, &m->tok_embeddings)) != LM_OK) return st;
     if ((st = vector(ld, "norm.weight", d, &m->final_norm)) != LM_OK) return st;
+    if ((st = parse_linear_layers(ld, c->n_layers)) != LM_OK) return st;
     char n[160];
     for (size_t l = 0; l < L; l++) {
         lm_layer *ly = &m->layers[l];
+        if (ld->linear && ld->linear[l]) {
+            snprintf(n, sizeof n, "layers.%zu.", l);
+            if ((st = load_linear_block(ld, n, ly)) != LM_OK) return st;
+            continue;
+        }
 #define NAME(s) (snprintf(n, sizeof n, "layers.%zu.%s", l, s), n)
         if ((st = vector(ld, NAME("input_layernorm.weight"), d, &ly->attn_norm)) != LM_OK) return st;
         if ((st = vector(ld, NAME("post_attention_layernorm.weight"), d, &ly->ffn_norm)) != LM_OK) return st;
@@ -429,6 +486,7 @@ lm_status lm_load_hf(const char *dir, lm_model **out) {
     if (st == LM_OK) st = lm_st_set_open_dir(dir, &m->st);
     if (st == LM_OK) st = gpt2 ? load_gpt2(&ld) : load_llama_family(&ld, type);
     json_decref(ld.cfg);
+    free(ld.linear);
     if (st == LM_OK) st = load_dir_tokenizer(m, dir);
     if (st == LM_OK) {
         m->n_params = ld.n_params;

@@ -48,6 +48,52 @@ void lm_model_free(lm_model *m) {
 
 size_t lm_model_param_count(const lm_model *m) { return m->n_params; }
 
+size_t lm_layer_param_count(const lm_model *m, int l) {
+    const lm_layer *ly = &m->layers[l];
+    const size_t d = (size_t)m->cfg.dim;
+    if (lm_layer_is_linear(ly)) return ly->lin.rows * ly->lin.cols + (ly->lin_b ? ly->lin.rows : 0);
+    size_t n = 0;
+    const lm_weight *mats[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        if (mats[i]->data) n += mats[i]->rows * mats[i]->cols;
+    n += d * ((ly->attn_norm != NULL) + (ly->ffn_norm != NULL) + (ly->attn_norm_b != NULL) + (ly->ffn_norm_b != NULL));
+    if (ly->bq) n += ly->wq.rows;
+    if (ly->bk) n += ly->wk.rows;
+    if (ly->bv) n += ly->wv.rows;
+    if (ly->bo) n += d;
+    if (ly->b_up) n += ly->w_up.rows;
+    if (ly->b_down) n += d;
+    return n;
+}
+
+int lm_model_linear_count(const lm_model *m) {
+    int k = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) k += lm_layer_is_linear(&m->layers[l]);
+    return k;
+}
+
+lm_status lm_model_set_linear_block(lm_model *m, int l, const float *W, const float *b) {
+    const size_t d = (size_t)m->cfg.dim;
+    if (l < 0 || l >= m->cfg.n_layers)
+        return lm_fail(LM_ERR_ARG, "%s: block %d does not exist (the model has blocks 0 .. %d)", m->path, l,
+                       m->cfg.n_layers - 1);
+    float *w = lm_aligned_alloc(d * d + d, sizeof(float));
+    if (!w) return lm_fail(LM_ERR_NOMEM, "%s: out of memory for a linear block", m->path);
+    memcpy(w, W, d * d * sizeof(float));
+    if (b) memcpy(w + d * d, b, d * sizeof(float));
+    else memset(w + d * d, 0, d * sizeof(float));
+    lm_status st = lm_model_own(m, w);
+    if (st != LM_OK) return st;
+    size_t before = lm_layer_param_count(m, l);
+    lm_layer *ly = &m->layers[l];
+    memset(ly, 0, sizeof *ly);
+    ly->lin = (lm_weight){LM_F32, d, d, w};
+    ly->lin_b = w + d * d;
+    size_t after = lm_layer_param_count(m, l);
+    m->n_params = m->n_params >= before ? m->n_params - before + after : after;
+    return LM_OK;
+}
+
 lm_status lm_model_own(lm_model *m, void *buf) {
     void **nb = realloc(m->owned_bufs, (m->n_owned_bufs + 1) * sizeof *nb);
     if (!nb) {

@@ -105,6 +105,17 @@ static void saver_free(saver *sv) {
     free(sv->specs);
 }
 
+/* A linear block: base + "linear.weight" [dim, dim] (out x in, as torch's nn.Linear) and
+ * base + "linear.bias" [dim]; the block's other tensors do not exist. */
+static lm_status add_linear_block(saver *sv, const char *base, const lm_layer *ly) {
+    char n[200];
+    snprintf(n, sizeof n, "%slinear.weight", base);
+    lm_status st = add_mat(sv, n, &ly->lin, 0, 0);
+    snprintf(n, sizeof n, "%slinear.bias", base);
+    if (st == LM_OK) st = add_vec(sv, n, ly->lin_b, ly->lin.rows);
+    return st;
+}
+
 static lm_status collect_llama(saver *sv, const lm_model *m) {
     const lm_config *c = &m->cfg;
     size_t perm = c->rope_style == LM_ROPE_INTERLEAVED ? (size_t)c->head_dim : 0;
@@ -112,6 +123,11 @@ static lm_status collect_llama(saver *sv, const lm_model *m) {
     char n[160];
     for (int l = 0; st == LM_OK && l < c->n_layers; l++) {
         const lm_layer *ly = &m->layers[l];
+        if (lm_layer_is_linear(ly)) {
+            snprintf(n, sizeof n, "model.layers.%d.", l);
+            st = add_linear_block(sv, n, ly);
+            continue;
+        }
 #define NAME(s) (snprintf(n, sizeof n, "model.layers.%d.%s", l, s), n)
         if (st == LM_OK) st = add_vec(sv, NAME("input_layernorm.weight"), ly->attn_norm, (size_t)c->dim);
         if (st == LM_OK) st = add_mat(sv, NAME("self_attn.q_proj.weight"), &ly->wq, perm, 0);
@@ -141,6 +157,11 @@ static lm_status collect_gpt2(saver *sv, const lm_model *m) {
     char n[160];
     for (int l = 0; st == LM_OK && l < c->n_layers; l++) {
         const lm_layer *ly = &m->layers[l];
+        if (lm_layer_is_linear(ly)) {
+            snprintf(n, sizeof n, "transformer.h.%d.", l);
+            st = add_linear_block(sv, n, ly);
+            continue;
+        }
         /* q, k, v were split from one fused [3d, d] block at load and are contiguous */
         lm_weight qkv = {ly->wq.dtype, 3 * d, d, ly->wq.data};
         float *bqkv = lm_malloc(3 * d, sizeof(float));
@@ -209,7 +230,13 @@ static json_t *config_json(const lm_model *m, const lm_tokenizer *tok) {
         json_object_set_new(j, "rms_norm_eps", json_real(c->norm_eps));
         json_object_set_new(j, "rope_theta", json_real(c->rope_theta));
         json_object_set_new(j, "hidden_act", json_string("silu"));
-        json_object_set_new(j, "attention_bias", json_boolean(m->layers[0].bo != NULL));
+        int attn_bias = 0;
+        for (int l = 0; l < c->n_layers; l++)
+            if (!lm_layer_is_linear(&m->layers[l])) {
+                attn_bias = m->layers[l].bo != NULL;
+                break;
+            }
+        json_object_set_new(j, "attention_bias", json_boolean(attn_bias));
         json_object_set_new(j, "mlp_bias", json_false());
         if (c->rope_scaling.kind == LM_ROPE_SCALING_LLAMA3)
             json_object_set_new(j, "rope_scaling",
@@ -221,6 +248,13 @@ static json_t *config_json(const lm_model *m, const lm_tokenizer *tok) {
         else if (c->rope_scaling.kind == LM_ROPE_SCALING_LINEAR)
             json_object_set_new(j, "rope_scaling", json_pack("{s:s, s:f}", "rope_type", "linear", "factor",
                                                             (double)c->rope_scaling.factor));
+    }
+    if (lm_model_linear_count(m) > 0) {
+        /* lumen's own extension (lumen prune --linearize): transformers cannot load these blocks */
+        json_t *lin = json_array();
+        for (int l = 0; l < c->n_layers; l++)
+            if (lm_layer_is_linear(&m->layers[l])) json_array_append_new(lin, json_integer(l));
+        json_object_set_new(j, "lumen_linear_layers", lin);
     }
     json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied_embeddings));
     if (bos >= 0) json_object_set_new(j, "bos_token_id", json_integer(bos));

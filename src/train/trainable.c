@@ -300,6 +300,13 @@ static void copy_mat_perm(float *dst, const lm_weight *w, size_t head_dim) {
 static void copy_mat(float *dst, const lm_weight *w) { copy_mat_perm(dst, w, 0); }
 
 lm_status lm_trainable_from_model(const lm_model *src, lm_trainable **out) {
+    *out = NULL;
+    for (int l = 0; l < src->cfg.n_layers; l++)
+        if (lm_layer_is_linear(&src->layers[l]))
+            return lm_fail(LM_ERR_UNSUPPORTED,
+                           "%s: block %d is a linear block (lumen prune --linearize); training a model with linear "
+                           "blocks is not supported",
+                           src->path ? src->path : "model", l);
     lm_config c = src->cfg;
     lm_status st = alloc_trainable(&c, out);
     if (st != LM_OK) return st;
