@@ -180,8 +180,12 @@ lm_status lm_sae_load_sparsity(const char *dir, size_t d_sae, float **out);
  *          affine, so this is computed as x + (value - f[feature]) * W_dec[feature] (the same in
  *          exact arithmetic, without the rounding of two full decodes).
  *   add:   x <- x + value * W_dec[feature] (no encoding).
- * value is in the feature's activation units (the CLI multiplies its X by a max activation). */
-typedef enum lm_sae_steer_mode { LM_SAE_STEER_CLAMP = 0, LM_SAE_STEER_ADD = 1 } lm_sae_steer_mode;
+ *   scale: clamp each row's latent to value times its own activation there, i.e.
+ *          x <- x + (value - 1) * f[feature] * W_dec[feature]: value 0 ablates the feature,
+ *          value 1 leaves x exactly as it was (the splice with the error term is lossless).
+ * value is in the feature's activation units for clamp and add (the CLI multiplies its X by a
+ * max activation), a factor for scale. */
+typedef enum lm_sae_steer_mode { LM_SAE_STEER_CLAMP = 0, LM_SAE_STEER_ADD = 1, LM_SAE_STEER_SCALE = 2 } lm_sae_steer_mode;
 typedef struct lm_sae_steer {
     const lm_sae *sae;
     size_t feature;
