@@ -442,8 +442,11 @@ static int cmd_sae_features(int argc, char **argv) {
     if (st == LM_OK && !hook) st = lm_fail(LM_ERR_ARG, "%s/cfg.json: the SAE names no hook; give --hook", sae_path);
     lm_hook_point pt;
     int layer;
-    if (st == LM_OK && lm_hook_parse(m, hook, &pt, &layer) != LM_OK)
-        st = lm_fail(LM_ERR_ARG, "%s: %s", model_path, lm_errmsg());
+    if (st == LM_OK && lm_hook_parse(m, hook, &pt, &layer) != LM_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", lm_errmsg()); /* lm_fail formats into the same buffer */
+        st = lm_fail(LM_ERR_ARG, "%s: %s", model_path, msg);
+    }
     if (st == LM_OK && sae->d_in != (size_t)m->cfg.dim)
         st = lm_fail(LM_ERR_ARG, "%s: the SAE's d_in is %zu but hook %s of %s has width %d", sae_path, sae->d_in, hook,
                      model_path, m->cfg.dim);

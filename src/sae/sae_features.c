@@ -177,6 +177,12 @@ static lm_status process_group(fx_run *R, const lm_sae *sae, const float *x, flo
     return LM_OK;
 }
 
+/* The next window index after a group starting at w: full windows go batch at a time, and the
+ * group ends at the last full one, so that a shorter last window runs on its own. */
+static size_t single_step(size_t w, size_t n_full, size_t batch) {
+    return w < n_full && n_full - w > batch ? batch : (w < n_full ? n_full - w : 1);
+}
+
 /* Runs every window of the stream once (pass 1 or 2). */
 static lm_status run_pass(fx_run *R, const lm_model *m, const lm_sae *sae, const char *hook, const int32_t *ids,
                           size_t n, int ctx, int batch, lm_state *sb, lm_state *s1, fx_capture *cap, float *fb,
@@ -184,7 +190,7 @@ static lm_status run_pass(fx_run *R, const lm_model *m, const lm_sae *sae, const
     size_t n_full = n / (size_t)ctx, rest = n - n_full * (size_t)ctx;
     size_t done = pass == 1 ? 0 : n;
     lm_status st = LM_OK;
-    for (size_t w = 0; st == LM_OK && w < n_full + (rest > 0); w += (size_t)batch) {
+    for (size_t w = 0; st == LM_OK && w < n_full + (rest > 0); w += single_step(w, n_full, (size_t)batch)) {
         int single = w >= n_full;
         int nb = single ? 1 : (int)(n_full - w < (size_t)batch ? n_full - w : (size_t)batch);
         size_t len = single ? rest : (size_t)ctx, g0 = w * (size_t)ctx;
