@@ -450,9 +450,9 @@ static lm_status stats_tensor(const lm_safetensors *st, const char *path, const 
     memcpy(v, t->data, d_sae * sizeof(float));
     for (size_t i = 0; i < d_sae; i++)
         if (!isfinite(v[i]) || v[i] < 0) {
+            double bad = (double)v[i];
             free(v);
-            return lm_fail(LM_ERR_FORMAT, "%s: '%s' of latent %zu is %g (must be finite and >= 0)", path, name, i,
-                           (double)v[i]);
+            return lm_fail(LM_ERR_FORMAT, "%s: '%s' of latent %zu is %g (must be finite and >= 0)", path, name, i, bad);
         }
     *out = v;
     return LM_OK;
