@@ -336,7 +336,7 @@ typedef struct lm_sae_context {
 typedef struct lm_sae_features_opts {
     const char *hook;      /* NULL: sae->hook_name */
     int ctx;               /* window length (<= 1: the model's context) */
-    int batch;             /* windows per forward (<= 0: 8) */
+    int batch;             /* windows per forward (<= 0: 8; halved while rows * d_sae > 32M) */
     size_t n_top;          /* 0: 20 */
     size_t n_intervals;    /* 0: 5 */
     size_t n_per_interval; /* 0: 3 */

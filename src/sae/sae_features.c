@@ -413,6 +413,8 @@ lm_status lm_sae_features_compute(const lm_model *m, const lm_sae *sae, const in
     F->n_neighbours = o->n_neighbours ? o->n_neighbours : 10;
     if (F->n_neighbours > ds - 1) F->n_neighbours = ds - 1;
     st = F->hook ? alloc_result(F, V) : lm_fail(LM_ERR_NOMEM, "sae features: out of memory");
+    /* the encoded batch is held twice ([rows, d_sae] and its transpose): keep each near 128 MiB */
+    while (batch > 1 && (size_t)batch * (size_t)ctx * ds > ((size_t)32 << 20)) batch /= 2;
     size_t rows = (size_t)batch * (size_t)ctx;
     fx_capture cap = {0};
     cap.d = sae->d_in;
