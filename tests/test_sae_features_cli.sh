@@ -75,6 +75,15 @@ H=$F/index.html
 grep -q '<script id="data" type="application/json">' "$H" && grep -q 'function show(' "$H" && ok || bad "page lacks data or cards"
 [ "$(grep -o '</script>' "$H" | wc -l)" -eq 2 ] && ok || bad "page: stray </script>"
 grep -q -E 'src=|href=|https?:' "$H" && bad "page refers to the network" || ok
+# the page's script draws the list and a card (under node, with a stand-in DOM, when node exists)
+if command -v node >/dev/null 2>&1; then
+  node "$ROOT/tests/sae_page_check.js" "$H" 5 >"$TMP/page" 2>&1 && grep -q "^card feature 5$" "$TMP/page" && ok \
+    || bad "page script: $(cat "$TMP/page")"
+  grep -q "^rows [1-9]" "$TMP/page" && ok || bad "page list empty: $(cat "$TMP/page")"
+  if ! sed -n '/^feature 5:/,/^$/p' "$TMP/out" | grep -q "dead on this text"; then
+    grep -q "^contexts [1-9]" "$TMP/page" && grep -q '^marked "' "$TMP/page" && ok || bad "page card: $(cat "$TMP/page")"
+  fi
+fi
 # --json
 "$LUMEN" sae features "$MODEL" "$TMP/sae" "$TEXT" --tokens 500 --threads 2 --quiet --json -o "$TMP/f2" >"$TMP/j" 2>"$TMP/e" \
   && grep -q '"d_sae":96' "$TMP/j" && grep -q '"tokens":500' "$TMP/j" && ok || bad "--json: $(cat "$TMP/j" "$TMP/e")"

@@ -324,7 +324,7 @@ static void help_features(FILE *f) {
             "  --tokenizer FILE    tokenizer for formats that keep it apart\n"
             "  --threads T         threads (default: all cores)\n"
             "  --quiet             no progress line\n"
-            "  --json              print a JSON summary (and the shown cards' ids)\n");
+            "  --json              print a JSON summary (out, hook, tokens, windows, d_sae, dead, seconds)\n");
 }
 
 /* A token as one line of text: newlines and tabs made visible. */
