@@ -187,8 +187,12 @@ lm_status lm_sae_load_sparsity(const char *dir, size_t d_sae, float **out);
  *          affine, so this is computed as x + (value - f[feature]) * W_dec[feature] (the same in
  *          exact arithmetic, without the rounding of two full decodes).
  *   add:   x <- x + value * W_dec[feature] (no encoding).
- * value is in the feature's activation units (the CLI multiplies its X by a max activation). */
-typedef enum lm_sae_steer_mode { LM_SAE_STEER_CLAMP = 0, LM_SAE_STEER_ADD = 1 } lm_sae_steer_mode;
+ *   scale: clamp each row's latent to value times its own activation there, i.e.
+ *          x <- x + (value - 1) * f[feature] * W_dec[feature]: value 0 ablates the feature,
+ *          value 1 leaves x exactly as it was (the splice with the error term is lossless).
+ * value is in the feature's activation units for clamp and add (the CLI multiplies its X by a
+ * max activation), a factor for scale. */
+typedef enum lm_sae_steer_mode { LM_SAE_STEER_CLAMP = 0, LM_SAE_STEER_ADD = 1, LM_SAE_STEER_SCALE = 2 } lm_sae_steer_mode;
 typedef struct lm_sae_steer {
     const lm_sae *sae;
     size_t feature;
@@ -330,6 +334,133 @@ typedef struct lm_sae_eval_result {
  * to score; LM_ERR_RANGE if ctx exceeds the model's context. */
 lm_status lm_sae_eval(const struct lm_model *model, const lm_sae *sae, const int32_t *ids, size_t n,
                       const lm_sae_eval_opts *o, lm_sae_eval_result *res);
+
+/* ---- feature statistics, examples and the feature browser (src/sae/sae_features.c; outputs in
+ * src/sae/sae_features_out.c) ------------------------------------------------------------------
+ * lm_sae_features_compute runs ids through the model in the windows of lm_harvest / lm_sae_eval
+ * (consecutive windows of ctx tokens; a shorter last window is run too), encodes the activation
+ * at the SAE's hook and gathers, for every latent i:
+ *   n_fired, density   tokens where f_i > 0, and that count / n_tokens
+ *   max_act, mean_act  largest activation, and the mean over the tokens where it fires
+ *   top                the n_top largest activations (ties: the earlier token), each with its
+ *                      context: up to `before` tokens before and `after` tokens after the
+ *                      activating token, never crossing its window, with f_i at every token
+ *   samples            a second pass over the same windows: the range (0, max_act] is cut into
+ *                      n_intervals equal intervals; from each, n_per_interval tokens whose
+ *                      activation falls in it are drawn uniformly (reservoir sampling, one
+ *                      seeded lm_rng per latent, so the draw does not depend on threads);
+ *                      interval_count has how many tokens fell in each
+ *   logit effect       W_dec[i] through the output head: the n_logits largest and smallest
+ *                      entries of (g * c(W_dec[i])) @ W_U^T, where g is the final norm's weight
+ *                      and c() subtracts the mean for LayerNorm models (what that norm does to a
+ *                      direction; its division by the scale and its bias are left out since they
+ *                      do not depend on i). At ln_final.hook_normalized the norm is already
+ *                      applied: W_dec[i] @ W_U^T.
+ *   neighbours         the n_neighbours other latents with the largest cosine similarity of
+ *                      decoder rows (blocks of rows through sgemm; ties: the lower index).
+ * A latent that never fires has density 0, max_act 0 and no contexts or samples. */
+struct lm_tokenizer;
+typedef struct lm_sae_context {
+    size_t pos;      /* index in ids of the activating token */
+    float act;       /* the latent's activation there */
+    uint32_t len;    /* tokens in the context */
+    uint32_t at;     /* offset of the activating token in the context */
+    int32_t prev;    /* the token before the context in its window, -1 if none (for display) */
+    int32_t *tokens; /* [len] token ids (storage owned by the lm_sae_features) */
+    float *acts;     /* [len] the latent's activation at each */
+} lm_sae_context;
+
+typedef struct lm_sae_features_opts {
+    const char *hook;      /* NULL: sae->hook_name */
+    int ctx;               /* window length (<= 1: the model's context) */
+    int batch;             /* windows per forward (<= 0: 8; halved while rows * d_sae > 32M) */
+    size_t n_top;          /* 0: 20 */
+    size_t n_intervals;    /* 0: 5 */
+    size_t n_per_interval; /* 0: 3 */
+    int before, after;     /* context tokens around the activating one (< 0: 16 and 4) */
+    size_t n_logits;       /* 0: 10 */
+    size_t n_neighbours;   /* 0: 10 (at most d_sae - 1) */
+    uint64_t seed;         /* of the interval samples */
+    /* called after each forward with (tokens done, 2 * n) over both passes; may be NULL */
+    int (*progress)(void *ud, size_t done, size_t total);
+    void *progress_ud;
+} lm_sae_features_opts;
+
+/* The result; every per-latent array is [d_sae] or [d_sae, n] row-major. */
+typedef struct lm_sae_features {
+    size_t d_sae, n_tokens, n_windows;
+    int ctx;
+    char *hook;
+    size_t n_top, n_intervals, n_per_interval, n_logits, n_neighbours;
+    int before, after;
+    uint64_t *n_fired;
+    float *density, *max_act, *mean_act;
+    lm_sae_context *top;     /* [d_sae, n_top], by activation descending; top_count[i] are used */
+    uint32_t *top_count;
+    lm_sae_context *samples; /* [d_sae, n_intervals, n_per_interval], interval 0 the lowest, each
+                              * by activation descending; sample_count[i, q] are used */
+    uint32_t *sample_count;  /* [d_sae, n_intervals] */
+    uint64_t *interval_count; /* [d_sae, n_intervals] */
+    int32_t *logit_top_id, *logit_bottom_id; /* [d_sae, n_logits]: largest first / smallest first */
+    float *logit_top, *logit_bottom;
+    int32_t *neighbour_id;   /* [d_sae, n_neighbours], most similar first */
+    float *neighbour_cos;
+    double seconds;
+    /* storage of the contexts' tokens and activations */
+    int32_t *tok_store;
+    float *act_store;
+} lm_sae_features;
+
+/* o may be NULL (defaults). Errors: LM_ERR_ARG if the SAE names no hook and o gives none, the
+ * hook's width is not sae->d_in, or n == 0; the hook name is checked against the model; ctx
+ * beyond the model's context is LM_ERR_RANGE. *out is freed with lm_sae_features_free. */
+lm_status lm_sae_features_compute(const struct lm_model *model, const lm_sae *sae, const int32_t *ids, size_t n,
+                          const lm_sae_features_opts *o, lm_sae_features **out);
+void lm_sae_features_free(lm_sae_features *f); /* accepts NULL */
+
+/* Text of one token for display, valid UTF-8: the bytes it adds to decoded text (given the
+ * previous token, -1 at the start), with every byte that is not part of a complete UTF-8
+ * character (byte-level tokens may split one) written as <0xHH>; special tokens, which add no
+ * text, are shown as their piece ("<|endoftext|>"). Returns a malloc'd string. */
+char *lm_sae_token_display(const struct lm_tokenizer *tok, int prev, int id);
+
+/* A 64-bit FNV-1a checksum of the SAE's dimensions and parameters: feature_stats.safetensors
+ * records it so that stale statistics are refused. */
+uint64_t lm_sae_checksum(const lm_sae *sae);
+
+/* Metadata recorded in the outputs (any may be NULL). */
+typedef struct lm_sae_features_meta {
+    const char *model, *sae, *text;
+} lm_sae_features_meta;
+
+/* Writes into dir (created if absent), each file atomically:
+ *   features.json  {"format": "lumen-sae-features", "version": 1, "model", "sae", "text", "hook",
+ *                   "d_sae", "d_in", "tokens", "windows", "ctx", "before", "after",
+ *                   "intervals" (the number), "features": [ one object per latent, in id order:
+ *                     {"id", "density", "fired", "max_act", "mean_act",
+ *                      "top": [context...], by activation descending,
+ *                      "intervals": [{"lo", "hi", "count", "samples": [context...]}...],
+ *                                   lowest interval first (empty for a dead latent),
+ *                      "logits_top": [{"token", "id", "value"}...] largest first,
+ *                      "logits_bottom": [...] smallest first,
+ *                      "neighbours": [{"id", "cos"}...] most similar first} ]}
+ *                  where a context is {"pos": index of the activating token in the token stream,
+ *                   "act", "at": its offset in the context, "ids": [token ids],
+ *                   "tokens": [display strings, lm_sae_token_display], "acts": [activations]}
+ *   index.html     one static page (data embedded, inline CSS and JS, no network): the list of
+ *                  latents, sortable and filterable by density and max activation, and the card
+ *                  of the selected one (contexts shaded by activation, the activating token
+ *                  outlined; logit effects; neighbours)
+ *   feature_stats.safetensors
+ *                  "density" and "max_act" F32 [d_sae]; metadata format "lumen-sae-feature-stats",
+ *                  hook, sae_checksum (16 hex digits), tokens. */
+lm_status lm_sae_features_write(const lm_sae_features *f, const lm_sae *sae, const struct lm_tokenizer *tok,
+                                const lm_sae_features_meta *meta, const char *dir);
+
+/* Reads "max_act" and/or "density" (either out pointer may be NULL; malloc'd [d_sae], free())
+ * from a feature_stats.safetensors file. Errors name the file: missing, a tensor missing or not
+ * F32 [d_sae], or a checksum that does not match sae (statistics of another SAE). */
+lm_status lm_sae_feature_stats_load(const char *path, const lm_sae *sae, float **max_act, float **density);
 
 #ifdef __cplusplus
 }

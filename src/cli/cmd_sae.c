@@ -1,4 +1,5 @@
-/* cmd_sae.c - `lumen sae`: sparse autoencoders over model activations (train, eval). */
+/* cmd_sae.c - `lumen sae`: sparse autoencoders over model activations (train, eval, features). */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +14,11 @@ static void help(FILE *f) {
             "  train MODEL FILE --hook NAME --d-sae N -o DIR\n"
             "                   train a sparse autoencoder on activations made on the fly (resumable)\n"
             "  eval MODEL SAE FILE\n"
-            "                   reconstruction, sparsity and downstream loss of an SAE spliced in\n\n"
-            "Run `lumen sae train --help` or `lumen sae eval --help` for their options.\n");
+            "                   reconstruction, sparsity and downstream loss of an SAE spliced in\n"
+            "  features MODEL SAE FILE [-o DIR]\n"
+            "                   every latent's density, max activation, top and sampled contexts, logit\n"
+            "                   effects and neighbours: features.json, an HTML browser, feature stats\n\n"
+            "Run `lumen sae COMMAND --help` for the options of each.\n");
 }
 
 static void help_train(FILE *f) {
@@ -325,6 +329,233 @@ static int cmd_sae_eval(int argc, char **argv) {
     return rc;
 }
 
+static void help_features(FILE *f) {
+    fprintf(f,
+            "usage: lumen sae features MODEL SAE FILE [-o DIR] [options]\n\n"
+            "Runs FILE through MODEL in consecutive windows of --ctx tokens (as `lumen activations` and\n"
+            "`lumen sae eval`), encodes the activation at the SAE's hook and, for every latent, records:\n"
+            "  density            fraction of the tokens where it is nonzero\n"
+            "  max_act, mean_act  largest activation; mean over the tokens where it fires\n"
+            "  top contexts       the --top largest activations, each with up to 16 tokens before and 4\n"
+            "                     after (inside its window) and the latent's activation at each token\n"
+            "  interval samples   a second pass cuts (0, max_act] into --intervals equal intervals and\n"
+            "                     draws --samples tokens from each (seeded reservoir sampling)\n"
+            "  logit effects      the 10 tokens W_dec[i] promotes and the 10 it suppresses most through\n"
+            "                     the output head, with the final norm's weight applied (its scale and\n"
+            "                     bias do not depend on the latent and are left out)\n"
+            "  neighbours         the 10 latents whose decoder rows have the largest cosine similarity\n"
+            "A latent that never fires (dead) gets density 0 and no contexts.\n\n"
+            "DIR (default SAE/features, where `lumen steer` looks) gets, each written atomically:\n"
+            "  features.json              everything above, per latent (schema in README.md and sae.h)\n"
+            "  index.html                 a self-contained feature browser: open it in a browser\n"
+            "  feature_stats.safetensors  density and max_act [d_sae] (F32), for `lumen steer`\n\n"
+            "  -o, --out DIR       output directory (default SAE/features)\n"
+            "  --tokens N          use at most the first N tokens of FILE (default 16384)\n"
+            "  --ctx N             window length (default: the SAE's context_size if it fits, else the\n"
+            "                      model's context)\n"
+            "  --hook NAME         hook (default: the SAE's hook_name from cfg.json)\n"
+            "  --batch N           windows per forward pass (default 8)\n"
+            "  --top N             top contexts per latent (default 20)\n"
+            "  --intervals N       activation intervals sampled (default 5)\n"
+            "  --samples N         contexts drawn from each interval (default 3)\n"
+            "  --seed N            of the interval samples (default 1)\n"
+            "  --show ID[,ID...]   print these latents' cards as text\n"
+            "  --tokenizer FILE    tokenizer for formats that keep it apart\n"
+            "  --threads T         threads (default: all cores)\n"
+            "  --quiet             no progress line\n"
+            "  --json              print a JSON summary (out, hook, tokens, windows, d_sae, dead, seconds)\n");
+}
+
+/* A token as one line of text: newlines and tabs made visible. */
+static void print_tok(const lm_tokenizer *tok, int prev, int id) {
+    char *s = lm_sae_token_display(tok, prev, id);
+    for (const char *p = s ? s : "?"; *p; p++) {
+        if (*p == '\n') fputs("\\n", stdout);
+        else if (*p == '\t') fputs("\\t", stdout);
+        else if (*p == '\r') fputs("\\r", stdout);
+        else putchar(*p);
+    }
+    free(s);
+}
+
+static void print_card(const lm_sae_features *F, const lm_tokenizer *tok, size_t i) {
+    printf("feature %zu: density %.4g (%llu of %zu tokens), max activation %.4g, mean %.4g\n", i,
+           (double)F->density[i], (unsigned long long)F->n_fired[i], F->n_tokens, (double)F->max_act[i],
+           (double)F->mean_act[i]);
+    const char *lab[2] = {"  promotes:   ", "  suppresses: "};
+    for (int w = 0; w < 2; w++) {
+        fputs(lab[w], stdout);
+        for (size_t k = 0; k < F->n_logits && k < 8; k++) {
+            int id = (w ? F->logit_bottom_id : F->logit_top_id)[i * F->n_logits + k];
+            putchar('\'');
+            print_tok(tok, id == 0 ? 1 : 0, id);
+            fputs("' ", stdout);
+        }
+        putchar('\n');
+    }
+    fputs("  neighbours: ", stdout);
+    for (size_t k = 0; k < F->n_neighbours && k < 8; k++)
+        printf("%d (%.2f) ", F->neighbour_id[i * F->n_neighbours + k], (double)F->neighbour_cos[i * F->n_neighbours + k]);
+    putchar('\n');
+    if (!F->top_count[i]) {
+        printf("  dead on this text: no contexts\n");
+        return;
+    }
+    for (uint32_t k = 0; k < F->top_count[i] && k < 5; k++) {
+        const lm_sae_context *c = &F->top[i * F->n_top + k];
+        printf("  %7.3f  ", (double)c->act);
+        for (uint32_t t = 0; t < c->len; t++) {
+            if (t == c->at) fputs("[[", stdout);
+            print_tok(tok, t ? c->tokens[t - 1] : c->prev, c->tokens[t]);
+            if (t == c->at) fputs("]]", stdout);
+        }
+        putchar('\n');
+    }
+}
+
+static int cmd_sae_features(int argc, char **argv) {
+    const char *V = "sae features";
+    const char *model_path = NULL, *sae_path = NULL, *file = NULL, *tok_path = NULL, *hook = NULL, *out = NULL,
+               *show = NULL;
+    long ctx = 0, batch = 8, threads = 0, max_tokens = 16384, n_top = 20, n_iv = 5, n_samp = 3;
+    unsigned long long seed = 1;
+    int json = 0, quiet = 0, rc = CLI_OK;
+    for (int i = 1; i < argc && rc == CLI_OK; i++) {
+        const char *a = argv[i];
+        int hv = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help_features(stdout);
+            return CLI_OK;
+        } else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--hook") && hv) hook = argv[++i];
+        else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && hv) out = argv[++i];
+        else if (!strcmp(a, "--tokenizer") && hv) tok_path = argv[++i];
+        else if (!strcmp(a, "--show") && hv) show = argv[++i];
+        else if (!strcmp(a, "--ctx") && hv) rc = cli_parse_int(V, a, argv[++i], 2, 1L << 24, &ctx) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--batch") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 4096, &batch) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--top") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1000, &n_top) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--intervals") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 100, &n_iv) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--samples") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1000, &n_samp) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--threads") && hv) rc = cli_parse_int(V, a, argv[++i], 1, 1024, &threads) ? CLI_USAGE : rc;
+        else if ((!strcmp(a, "--tokens") || !strcmp(a, "--max-tokens")) && hv)
+            rc = cli_parse_int(V, a, argv[++i], 1, 1L << 40, &max_tokens) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--seed") && hv) rc = cli_parse_u64(V, a, argv[++i], &seed) ? CLI_USAGE : rc;
+        else if (a[0] == '-' && a[1]) rc = cli_usage_error(V, "unknown option or missing value: %s", a);
+        else if (!model_path) model_path = a;
+        else if (!sae_path) sae_path = a;
+        else if (!file) file = a;
+        else rc = cli_usage_error(V, "unexpected argument: %s", a);
+    }
+    if (rc == CLI_OK && (!model_path || !sae_path || !file)) rc = cli_usage_error(V, "expected MODEL, SAE and FILE");
+    /* --show: a comma-separated list of ids */
+    size_t n_show = 0;
+    long *show_ids = NULL;
+    if (rc == CLI_OK && show) {
+        show_ids = calloc(strlen(show) + 1, sizeof(long));
+        const char *p = show;
+        while (show_ids && rc == CLI_OK && *p) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || v < 0 || (*end && *end != ',')) rc = cli_usage_error(V, "--show expects ids like 3,17,40, got '%s'", show);
+            else show_ids[n_show++] = v;
+            p = *end ? end + 1 : end;
+        }
+    }
+    if (rc != CLI_OK) {
+        free(show_ids);
+        return rc;
+    }
+    lm_set_threads((int)threads);
+    lm_model *m = NULL;
+    lm_sae *sae = NULL;
+    lm_tokenizer *owned = NULL;
+    const lm_tokenizer *tok = NULL;
+    lm_sae_features *F = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    char outbuf[4096];
+    lm_status st = lm_model_load(model_path, &m);
+    if (st == LM_OK) st = lm_sae_load(sae_path, &sae);
+    if (st == LM_OK && !hook) hook = sae->hook_name;
+    if (st == LM_OK && !hook) st = lm_fail(LM_ERR_ARG, "%s/cfg.json: the SAE names no hook; give --hook", sae_path);
+    lm_hook_point pt;
+    int layer;
+    if (st == LM_OK && lm_hook_parse(m, hook, &pt, &layer) != LM_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", lm_errmsg()); /* lm_fail formats into the same buffer */
+        st = lm_fail(LM_ERR_ARG, "%s: %s", model_path, msg);
+    }
+    if (st == LM_OK && sae->d_in != (size_t)m->cfg.dim)
+        st = lm_fail(LM_ERR_ARG, "%s: the SAE's d_in is %zu but hook %s of %s has width %d", sae_path, sae->d_in, hook,
+                     model_path, m->cfg.dim);
+    for (size_t k = 0; st == LM_OK && k < n_show; k++)
+        if ((size_t)show_ids[k] >= sae->d_sae)
+            st = lm_fail(LM_ERR_ARG, "--show %ld: out of range, %s has %zu latents", show_ids[k], sae_path, sae->d_sae);
+    if (st == LM_OK) st = cli_load_tokenizer(model_path, tok_path, m, &owned, &tok);
+    if (st == LM_OK) st = lm_tokenize_file(tok, file, 1, (size_t)max_tokens, &ids, &n);
+    if (st == LM_OK && n == 0) st = lm_fail(LM_ERR_ARG, "%s: no text (0 tokens)", file);
+    if (st == LM_OK && !out) {
+        snprintf(outbuf, sizeof outbuf, "%s/features", sae_path);
+        out = outbuf;
+    }
+    if (st == LM_OK) {
+        lm_sae_features_opts o;
+        memset(&o, 0, sizeof o);
+        o.hook = hook;
+        o.ctx = (int)ctx;
+        if (!ctx && sae->context_size > 1 && sae->context_size <= m->cfg.seq_len) o.ctx = (int)sae->context_size;
+        o.batch = (int)batch;
+        o.n_top = (size_t)n_top;
+        o.n_intervals = (size_t)n_iv;
+        o.n_per_interval = (size_t)n_samp;
+        o.before = 16;
+        o.after = 4;
+        o.seed = seed;
+        lm_progress p;
+        lm_progress_begin(&p, "sae features", "tok", (double)(2 * n), !quiet);
+        o.progress = cli_progress_cb;
+        o.progress_ud = &p;
+        st = lm_sae_features_compute(m, sae, ids, n, &o, &F);
+        lm_progress_end(&p);
+    }
+    if (st == LM_OK) {
+        lm_sae_features_meta meta = {model_path, sae_path, file};
+        st = lm_sae_features_write(F, sae, tok, &meta, out);
+    }
+    if (st != LM_OK) rc = cli_error(st);
+    else {
+        size_t dead = 0;
+        for (size_t i = 0; i < F->d_sae; i++) dead += F->n_fired[i] == 0;
+        if (json) {
+            json_t *j = json_object();
+            json_object_set_new(j, "out", cli_json_text(out, strlen(out)));
+            json_object_set_new(j, "hook", cli_json_text(F->hook, strlen(F->hook)));
+            json_object_set_new(j, "tokens", json_integer((json_int_t)F->n_tokens));
+            json_object_set_new(j, "windows", json_integer((json_int_t)F->n_windows));
+            json_object_set_new(j, "d_sae", json_integer((json_int_t)F->d_sae));
+            json_object_set_new(j, "dead", json_integer((json_int_t)dead));
+            json_object_set_new(j, "seconds", json_real(F->seconds));
+            rc = cli_print_json(j);
+        } else {
+            for (size_t k = 0; k < n_show; k++) {
+                print_card(F, tok, (size_t)show_ids[k]);
+                putchar('\n');
+            }
+            printf("%zu latents (%zu dead on this text) over %zu tokens in %.1f s; wrote %s/features.json, "
+                   "%s/feature_stats.safetensors\nbrowser: %s/index.html\n",
+                   F->d_sae, dead, F->n_tokens, F->seconds, out, out, out);
+        }
+    }
+    free(show_ids);
+    free(ids);
+    lm_sae_features_free(F);
+    lm_tokenizer_free(owned);
+    lm_sae_free(sae);
+    lm_model_free(m);
+    return rc;
+}
+
 int cmd_sae(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         help(argc < 2 ? stderr : stdout);
@@ -332,6 +563,7 @@ int cmd_sae(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "train")) return cmd_sae_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cmd_sae_eval(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "features")) return cmd_sae_features(argc - 1, argv + 1);
     fprintf(stderr, "lumen sae: unknown command '%s'\n\n", argv[1]);
     help(stderr);
     return CLI_USAGE;

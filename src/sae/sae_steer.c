@@ -10,7 +10,8 @@ lm_status lm_sae_steer_apply(const lm_sae_steer *s, float *x, size_t n) {
     if (!sae || s->feature >= sae->d_sae)
         return lm_fail(LM_ERR_ARG, "steer: feature %zu out of range (the SAE has %zu latents)", s->feature,
                        sae ? sae->d_sae : (size_t)0);
-    if (s->mode != LM_SAE_STEER_CLAMP && s->mode != LM_SAE_STEER_ADD) return lm_fail(LM_ERR_ARG, "steer: bad mode");
+    if (s->mode != LM_SAE_STEER_CLAMP && s->mode != LM_SAE_STEER_ADD && s->mode != LM_SAE_STEER_SCALE)
+        return lm_fail(LM_ERR_ARG, "steer: bad mode");
     const size_t d = sae->d_in, id = s->feature;
     const float *dir = sae->W_dec + id * d;
     if (n == 0) return LM_OK;
@@ -24,7 +25,8 @@ lm_status lm_sae_steer_apply(const lm_sae_steer *s, float *x, size_t n) {
     lm_status st = lm_sae_encode(sae, f, x, n);
     if (st == LM_OK)
         for (size_t t = 0; t < n; t++) {
-            float delta = s->value - f[t * sae->d_sae + id];
+            float fi = f[t * sae->d_sae + id];
+            float delta = s->mode == LM_SAE_STEER_SCALE ? (s->value - 1.0f) * fi : s->value - fi;
             for (size_t j = 0; j < d; j++) x[t * d + j] += delta * dir[j];
         }
     free(f);
