@@ -49,6 +49,10 @@ demo: build
 	@echo "== linearity profile (Razzhigaev et al. 2024) over this repository's README =="
 	@$(LUMEN) linearity $(MODEL) README.md --ctx 128 --svg $(BUILD)/linearity.svg
 	@echo
+	@echo "== the most linear block removed, then replaced by a least-squares linear map (held-out perplexity) =="
+	@$(LUMEN) prune $(MODEL) --remove 1 --calib data/calendar_train.txt --eval data/calendar_heldout.txt --ctx 128 -o $(BUILD)/demo-removed >$(BUILD)/demo-removed.txt 2>&1 || { cat $(BUILD)/demo-removed.txt; exit 1; }; grep -E '^(removed|linearized|perplexity)' $(BUILD)/demo-removed.txt
+	@$(LUMEN) prune $(MODEL) --linearize 1 --calib data/calendar_train.txt --eval data/calendar_heldout.txt --ctx 128 -o $(BUILD)/demo-linearized >$(BUILD)/demo-linearized.txt 2>&1 || { cat $(BUILD)/demo-linearized.txt; exit 1; }; grep -E '^(removed|linearized|perplexity)' $(BUILD)/demo-linearized.txt
+	@echo
 	@echo "== sparse autoencoder (Templeton et al. 2024) at $(SAE_HOOK), trained on data/calendar_train.txt =="
 	@rm -rf $(SAE_DIR)
 	@$(LUMEN) sae train $(MODEL) data/calendar_train.txt --hook $(SAE_HOOK) $(SAE_TRAIN) -o $(SAE_DIR)
