@@ -219,6 +219,7 @@ static void sparse_backward(const lm_sae *sae, lm_sae_grad *g, float *dpre, cons
             if (relu_gate && !(val[q] > 0)) continue;
             const float *w = W + (size_t)idx[q] * d_in, *y = dy + t * d_in;
             float s = 0;
+#pragma omp simd reduction(+ : s)
             for (size_t c = 0; c < d_in; c++) s += y[c] * w[c];
             dpre[t * d_sae + (size_t)idx[q]] += s;
         }
@@ -233,6 +234,7 @@ static void sparse_backward(const lm_sae *sae, lm_sae_grad *g, float *dpre, cons
                 if (a == 0) continue;
                 float *gw = g->W_dec + (size_t)idx[t * kk + j] * d_in;
                 const float *y = dy + t * d_in;
+#pragma omp simd
                 for (size_t c = c0; c < c1; c++) gw[c] += a * y[c];
             }
     }
