@@ -13,8 +13,9 @@
  * load from elsewhere does not halve it):
  *   relu  5 products of 2 B d_in d_sae: encoder forward, decoder forward, dL/df = dxhat W_dec^T,
  *         dW_dec = f^T dxhat, dW_enc = xc^T dpre (no gradient is needed for the input)
- *   topk  2 dense products (encoder forward, dW_enc); the sparse decoder and its backward,
- *         2 B (k + k_aux) d_in per pass, are counted too but are small
+ *   topk  1 dense product (encoder forward) and 4 sparse passes of 2 B (k + k_aux) d_in
+ *         (decoder, dL/dpre, dW_dec, and dW_enc, which lumen computes over the nonzeros of
+ *         dpre only)
  *
  * Self-check (run first; a failure exits 1 so bench/run.sh stops): on 16 rows of the benchmark's
  * SAE, lumen's loss against a double-precision recompute, and lumen's gradient along a random
@@ -229,7 +230,9 @@ static int run(lm_sae_arch arch, size_t B, size_t d_sae, int reps, char *out, si
     }
     const double mm = 2.0 * (double)B * D_IN * (double)d_sae;
     size_t kk = n_dead < D_IN / 2 ? n_dead : D_IN / 2;
-    double flops = arch == LM_SAE_RELU ? 5 * mm : 2 * mm + 3 * 2.0 * (double)B * (double)(K + kk) * D_IN;
+    /* topk: dW_enc is a sparse product too when lumen takes that path (k + kk <= d_sae / 16) */
+    const double sp = 2.0 * (double)B * (double)(K + kk) * D_IN;
+    double flops = arch == LM_SAE_RELU ? 5 * mm : (K + kk) * 16 <= d_sae ? mm + 4 * sp : 2 * mm + 3 * sp;
     *gflops = flops / best / 1e9;
     snprintf(out, cap,
              "{\"impl\": \"lumen\", \"arch\": \"%s\", \"acts_per_s\": %.1f, \"step_s\": %.4f, \"loss_backward_s\": %.4f, "

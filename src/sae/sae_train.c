@@ -240,6 +240,99 @@ static void sparse_backward(const lm_sae *sae, lm_sae_grad *g, float *dpre, cons
     }
 }
 
+/* encoder_backward for a dpre [n, d_sae] that is zero outside the k latents idx of each row and
+ * its kk AuxK latents aidx (which may repeat one of idx): the products only over those entries.
+ * The entries are bucketed by latent (a counting sort); then each thread takes blocks of 16
+ * latents, sums dpre_ti * xc_t over each latent's rows into a [16, d_in] block, and adds the block
+ * to the 16 adjacent columns of dW_enc. Also db_enc and the b_dec term, as encoder_backward. */
+static lm_status sparse_encoder_backward(const lm_sae *sae, lm_sae_grad *g, const float *dpre, const float *xc,
+                                         size_t n, const int32_t *idx, size_t k, const int32_t *aidx, size_t kk) {
+    enum { BL = 16 };
+    const size_t d_in = sae->d_in, d_sae = sae->d_sae;
+    size_t *off = lm_calloc(d_sae + 1, sizeof *off);
+    size_t *pos = lm_malloc(d_sae, sizeof *pos);
+    int32_t *rows = lm_malloc(n * (k + kk) + 1, sizeof *rows);
+    float *s = lm_malloc(d_sae, sizeof *s);
+    if (!off || !pos || !rows || !s) {
+        free(off);
+        free(pos);
+        free(rows);
+        free(s);
+        return lm_fail(LM_ERR_NOMEM, "sae: out of memory");
+    }
+    /* an AuxK entry that is also one of the row's top k is the same element of dpre: once only */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            for (size_t i = 0; i < d_sae; i++) off[i + 1] += off[i];
+            memcpy(pos, off, d_sae * sizeof *pos);
+        }
+        for (size_t t = 0; t < n; t++) {
+            for (size_t j = 0; j < k; j++) {
+                size_t i = (size_t)idx[t * k + j];
+                if (pass == 0) off[i + 1]++;
+                else rows[pos[i]++] = (int32_t)t;
+            }
+            for (size_t j = 0; j < kk; j++) {
+                size_t i = (size_t)aidx[t * kk + j], r;
+                for (r = 0; r < k && (size_t)idx[t * k + r] != i; r++) {
+                }
+                if (r < k) continue;
+                if (pass == 0) off[i + 1]++;
+                else rows[pos[i]++] = (int32_t)t;
+            }
+        }
+    }
+    const size_t nb = (d_sae + BL - 1) / BL;
+    int nomem = 0;
+#pragma omp parallel if (sae_par((double)n * (k + kk) * d_in)) reduction(| : nomem)
+    {
+        float *acc = lm_malloc(BL * d_in, sizeof *acc);
+        if (!acc) nomem = 1;
+#pragma omp for schedule(dynamic, 4)
+        for (size_t b = 0; b < nb; b++) {
+            if (!acc) continue;
+            const size_t i0 = b * BL, w = d_sae - i0 < BL ? d_sae - i0 : BL;
+            memset(acc, 0, BL * d_in * sizeof *acc);
+            for (size_t u = 0; u < w; u++) {
+                const size_t i = i0 + u;
+                float *a = acc + u * d_in, si = 0;
+                for (size_t q = off[i]; q < off[i + 1]; q++) {
+                    const size_t t = (size_t)rows[q];
+                    const float v = dpre[t * d_sae + i], *xr = xc + t * d_in;
+                    si += v;
+#pragma omp simd
+                    for (size_t c = 0; c < d_in; c++) a[c] += v * xr[c];
+                }
+                s[i] = si;
+            }
+            for (size_t c = 0; c < d_in; c++) {
+                float *gw = g->W_enc + c * d_sae + i0;
+                for (size_t u = 0; u < w; u++) gw[u] += acc[u * d_in + c];
+            }
+        }
+        free(acc);
+    }
+    lm_status st = LM_OK;
+    if (nomem) st = lm_fail(LM_ERR_NOMEM, "sae: out of memory");
+    else {
+        for (size_t i = 0; i < d_sae; i++) g->b_enc[i] += s[i];
+        if (sae->apply_b_dec_to_input) {
+#pragma omp parallel for schedule(static) if (sae_par((double)d_in * d_sae))
+            for (size_t j = 0; j < d_in; j++) {
+                const float *w = sae->W_enc + j * d_sae;
+                double a = 0;
+                for (size_t i = 0; i < d_sae; i++) a += (double)w[i] * s[i];
+                g->b_dec[j] -= (float)a;
+            }
+        }
+    }
+    free(off);
+    free(pos);
+    free(rows);
+    free(s);
+    return st;
+}
+
 static lm_status topk_loss(const lm_sae *sae, lm_sae_grad *g, const float *x, size_t n, const lm_sae_loss_opts *o,
                            lm_sae_loss *L, uint64_t *fired) {
     const size_t d_in = sae->d_in, d_sae = sae->d_sae, k = sae->k;
@@ -303,7 +396,9 @@ static lm_status topk_loss(const lm_sae *sae, lm_sae_grad *g, const float *x, si
     sparse_backward(sae, g, dpre, idx, val, n, k, xh, 1);
     if (kk) sparse_backward(sae, g, dpre, aidx, aval, n, kk, e, 0);
     colsum_into(g->b_dec, xh, n, d_in);
-    st = encoder_backward(sae, g, dpre, xin, n, NULL);
+    /* dpre has k + kk nonzeros a row: past a few percent of d_sae the dense product is cheaper */
+    if ((k + kk) * 16 <= d_sae) st = sparse_encoder_backward(sae, g, dpre, xin, n, idx, k, aidx, kk);
+    else st = encoder_backward(sae, g, dpre, xin, n, NULL);
 done:
     free(xc);
     free(pre);
