@@ -294,6 +294,7 @@ void sae_decode_sparse_into(const lm_sae *sae, float *out, const float *bias, co
             float a = val[t * kk + j];
             if (a == 0) continue;
             const float *w = sae->W_dec + (size_t)idx[t * kk + j] * d;
+#pragma omp simd
             for (size_t c = 0; c < d; c++) o[c] += a * w[c];
         }
     }
@@ -315,6 +316,7 @@ void lm_sae_decode(const lm_sae *sae, float *x_hat, const float *f, size_t n) {
             for (size_t i = 0; i < d_sae; i++) {
                 if (r[i] == 0) continue;
                 const float *w = sae->W_dec + i * d_in;
+#pragma omp simd
                 for (size_t c = 0; c < d_in; c++) o[c] += r[i] * w[c];
             }
         }

@@ -46,20 +46,26 @@ double lm_sae_grad_clip(lm_sae_grad *g, double max_norm) {
 
 /* The encoder half of every backward: given dpre [n, d_sae] and the encoder's input xc,
  *   db_enc += sum_t dpre_t;  dW_enc += xc^T @ dpre;  db_dec -= W_enc @ sum_t dpre_t (if b_dec was
- *   subtracted from the input). */
-static lm_status encoder_backward(const lm_sae *sae, lm_sae_grad *g, const float *dpre, const float *xc, size_t n) {
+ *   subtracted from the input). colsum, if non-NULL, already holds sum_t dpre_t. */
+static lm_status encoder_backward(const lm_sae *sae, lm_sae_grad *g, const float *dpre, const float *xc, size_t n,
+                                  const float *colsum) {
     const size_t d_in = sae->d_in, d_sae = sae->d_sae;
-    float *s = lm_calloc(d_sae, sizeof *s);
-    if (!s) return lm_fail(LM_ERR_NOMEM, "sae: out of memory");
-    lm_linear_backward(NULL, NULL, s, dpre, NULL, NULL, n, d_in, d_sae); /* s = column sums of dpre */
-    for (size_t i = 0; i < d_sae; i++) g->b_enc[i] += s[i];
+    float *s = NULL;
+    if (!colsum) {
+        s = lm_calloc(d_sae, sizeof *s);
+        if (!s) return lm_fail(LM_ERR_NOMEM, "sae: out of memory");
+        lm_linear_backward(NULL, NULL, s, dpre, NULL, NULL, n, d_in, d_sae); /* s = column sums of dpre */
+        colsum = s;
+    }
+    for (size_t i = 0; i < d_sae; i++) g->b_enc[i] += colsum[i];
     /* dW_enc[d_in, d_sae] += xc[n, d_in]^T @ dpre[n, d_sae] */
     lm_linear_backward(NULL, g->W_enc, NULL, xc, dpre, NULL, n, d_sae, d_in);
     if (sae->apply_b_dec_to_input) {
+#pragma omp parallel for schedule(static) if (sae_par((double)d_in * d_sae))
         for (size_t j = 0; j < d_in; j++) {
             const float *w = sae->W_enc + j * d_sae;
             double a = 0;
-            for (size_t i = 0; i < d_sae; i++) a += (double)w[i] * s[i];
+            for (size_t i = 0; i < d_sae; i++) a += (double)w[i] * colsum[i];
             g->b_dec[j] -= (float)a;
         }
     }
@@ -90,15 +96,57 @@ static void colsum_into(float *acc, const float *y, size_t n, size_t d) {
     lm_linear_backward(NULL, NULL, acc, y, NULL, NULL, n, 1, d);
 }
 
+/* One pass over the ReLU activations f [n, d], each thread owning a slice of the columns and
+ * walking the rows (long contiguous runs): cnt[i] = rows where f_ti > 0, fs[i] = sum_t f_ti, and,
+ * when df is non-NULL (it holds dL/df = dxhat @ W_dec^T), df_ti <- f_ti > 0 ? df_ti + ln ||W_dec,i||
+ * : 0 (the gradient of the pre-activations) with ds[i] = sum_t df_ti. fs and ds are double. */
+static void relu_columns(const float *f, float *df, const float *norms, float ln, size_t n, size_t d, uint32_t *cnt,
+                         double *fs, double *ds) {
+#pragma omp parallel if (sae_par((double)n * d))
+    {
+        size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+        size_t chunk = ((d + nt - 1) / nt + 15) / 16 * 16, c0 = id * chunk < d ? id * chunk : d;
+        size_t c1 = c0 + chunk < d ? c0 + chunk : d, w = c1 - c0;
+        uint32_t *ac = cnt + c0;
+        double *af = fs + c0, *ad = ds ? ds + c0 : NULL;
+        const float *nm = norms + c0;
+        for (size_t j = 0; j < w; j++) {
+            ac[j] = 0;
+            af[j] = 0;
+            if (ad) ad[j] = 0;
+        }
+        for (size_t t = 0; t < n && w; t++) {
+            const float *r = f + t * d + c0;
+#pragma omp simd
+            for (size_t j = 0; j < w; j++) {
+                ac[j] += r[j] > 0;
+                af[j] += r[j];
+            }
+            if (df) {
+                float *q = df + t * d + c0;
+#pragma omp simd
+                for (size_t j = 0; j < w; j++) {
+                    float v = q[j] + ln * nm[j];
+                    q[j] = r[j] > 0 ? v : 0.0f;
+                }
+#pragma omp simd
+                for (size_t j = 0; j < w; j++) ad[j] += q[j]; /* apart: gcc does not if-convert the mixed widths */
+            }
+        }
+    }
+}
+
 static lm_status relu_loss(const lm_sae *sae, lm_sae_grad *g, const float *x, size_t n, const lm_sae_loss_opts *o,
                            lm_sae_loss *L, uint64_t *fired) {
     const size_t d_in = sae->d_in, d_sae = sae->d_sae;
     const float lam = o ? o->l1_coeff : 0.0f;
     float *xc = NULL, *f = lm_malloc(n * d_sae, sizeof *f), *xh = lm_malloc(n * d_in, sizeof *xh);
-    float *norms = lm_malloc(d_sae, sizeof *norms);
+    float *norms = lm_malloc(d_sae, sizeof *norms), *dsf = lm_malloc(d_sae, sizeof *dsf);
+    double *fs = lm_malloc(d_sae, sizeof *fs), *ds = lm_malloc(d_sae, sizeof *ds);
+    uint32_t *cnt = lm_malloc(d_sae, sizeof *cnt);
     float *df = g ? lm_malloc(n * d_sae, sizeof *df) : NULL;
     lm_status st = LM_OK;
-    if (!f || !xh || !norms || (g && !df)) {
+    if (!f || !xh || !norms || !dsf || !fs || !ds || !cnt || (g && !df)) {
         st = lm_fail(LM_ERR_NOMEM, "sae: out of memory for a batch of %zu rows", n);
         goto done;
     }
@@ -108,20 +156,21 @@ static lm_status relu_loss(const lm_sae *sae, lm_sae_grad *g, const float *x, si
     sae_activate_dense(sae, f, n); /* f > 0 exactly where pre > 0: f is also the ReLU mask */
     lm_sae_decode(sae, xh, f, n);
     L->mse = mse_grad(xh, NULL, x, n, d_in); /* xh now holds dL/dx_hat */
+#pragma omp parallel for schedule(static) if (sae_par((double)d_sae * d_in))
     for (size_t i = 0; i < d_sae; i++) {
         double s = 0;
         for (size_t j = 0; j < d_in; j++) s += (double)sae->W_dec[i * d_in + j] * sae->W_dec[i * d_in + j];
         norms[i] = (float)sqrt(s);
     }
+    const float ln = lam / (float)n;
+    if (g) lm_linear_f32(df, xh, sae->W_dec, NULL, n, d_in, d_sae); /* df = dxhat @ W_dec^T */
+    /* with df: df <- (df + (lam/n) ||W_dec,i||) gated by the ReLU, the gradient of pre */
+    relu_columns(f, df, norms, ln, n, d_sae, cnt, fs, g ? ds : NULL);
     double sp = 0, l0 = 0;
-    for (size_t t = 0; t < n; t++) {
-        const float *r = f + t * d_sae;
-        for (size_t i = 0; i < d_sae; i++) {
-            if (r[i] == 0) continue;
-            sp += (double)r[i] * norms[i];
-            l0 += 1;
-            if (fired) fired[i]++;
-        }
+    for (size_t i = 0; i < d_sae; i++) {
+        sp += fs[i] * norms[i];
+        l0 += cnt[i];
+        if (fired) fired[i] += cnt[i];
     }
     L->sparsity = sp / (double)n;
     L->l0 = l0 / (double)n;
@@ -129,38 +178,28 @@ static lm_status relu_loss(const lm_sae *sae, lm_sae_grad *g, const float *x, si
     L->total = L->mse + lam * L->sparsity;
     if (!g) goto done;
 
-    /* df = dxhat @ W_dec^T + (lam/n) ||W_dec,i||, gated by the ReLU into dpre (in df) */
-    lm_linear_f32(df, xh, sae->W_dec, NULL, n, d_in, d_sae);
-    const float ln = lam / (float)n;
-#pragma omp parallel for schedule(static) if (sae_par((double)n * d_sae))
-    for (size_t t = 0; t < n; t++)
-        for (size_t i = 0; i < d_sae; i++) {
-            size_t q = t * d_sae + i;
-            df[q] = f[q] > 0 ? df[q] + ln * norms[i] : 0.0f;
-        }
     /* decoder: dW_dec += f^T @ dxhat + (lam/n) (sum_t f_ti) W_dec,i / ||W_dec,i||; db_dec += sum dxhat */
     lm_linear_backward(NULL, g->W_dec, NULL, f, xh, NULL, n, d_in, d_sae);
     if (lam != 0) {
-        float *fs = lm_calloc(d_sae, sizeof *fs);
-        if (!fs) {
-            st = lm_fail(LM_ERR_NOMEM, "sae: out of memory");
-            goto done;
-        }
-        colsum_into(fs, f, n, d_sae);
+#pragma omp parallel for schedule(static) if (sae_par((double)d_sae * d_in))
         for (size_t i = 0; i < d_sae; i++) {
             if (fs[i] == 0 || norms[i] == 0) continue;
-            float a = ln * fs[i] / norms[i];
+            float a = ln * (float)fs[i] / norms[i];
             for (size_t j = 0; j < d_in; j++) g->W_dec[i * d_in + j] += a * sae->W_dec[i * d_in + j];
         }
-        free(fs);
     }
     colsum_into(g->b_dec, xh, n, d_in);
-    st = encoder_backward(sae, g, df, xin, n);
+    for (size_t i = 0; i < d_sae; i++) dsf[i] = (float)ds[i];
+    st = encoder_backward(sae, g, df, xin, n, dsf);
 done:
     free(xc);
     free(f);
     free(xh);
     free(norms);
+    free(fs);
+    free(ds);
+    free(dsf);
+    free(cnt);
     free(df);
     return st;
 }
@@ -180,6 +219,7 @@ static void sparse_backward(const lm_sae *sae, lm_sae_grad *g, float *dpre, cons
             if (relu_gate && !(val[q] > 0)) continue;
             const float *w = W + (size_t)idx[q] * d_in, *y = dy + t * d_in;
             float s = 0;
+#pragma omp simd reduction(+ : s)
             for (size_t c = 0; c < d_in; c++) s += y[c] * w[c];
             dpre[t * d_sae + (size_t)idx[q]] += s;
         }
@@ -194,9 +234,103 @@ static void sparse_backward(const lm_sae *sae, lm_sae_grad *g, float *dpre, cons
                 if (a == 0) continue;
                 float *gw = g->W_dec + (size_t)idx[t * kk + j] * d_in;
                 const float *y = dy + t * d_in;
+#pragma omp simd
                 for (size_t c = c0; c < c1; c++) gw[c] += a * y[c];
             }
     }
+}
+
+/* encoder_backward for a dpre [n, d_sae] that is zero outside the k latents idx of each row and
+ * its kk AuxK latents aidx (which may repeat one of idx): the products only over those entries.
+ * The entries are bucketed by latent (a counting sort); then each thread takes blocks of 16
+ * latents, sums dpre_ti * xc_t over each latent's rows into a [16, d_in] block, and adds the block
+ * to the 16 adjacent columns of dW_enc. Also db_enc and the b_dec term, as encoder_backward. */
+static lm_status sparse_encoder_backward(const lm_sae *sae, lm_sae_grad *g, const float *dpre, const float *xc,
+                                         size_t n, const int32_t *idx, size_t k, const int32_t *aidx, size_t kk) {
+    enum { BL = 16 };
+    const size_t d_in = sae->d_in, d_sae = sae->d_sae;
+    size_t *off = lm_calloc(d_sae + 1, sizeof *off);
+    size_t *pos = lm_malloc(d_sae, sizeof *pos);
+    int32_t *rows = lm_malloc(n * (k + kk) + 1, sizeof *rows);
+    float *s = lm_malloc(d_sae, sizeof *s);
+    if (!off || !pos || !rows || !s) {
+        free(off);
+        free(pos);
+        free(rows);
+        free(s);
+        return lm_fail(LM_ERR_NOMEM, "sae: out of memory");
+    }
+    /* an AuxK entry that is also one of the row's top k is the same element of dpre: once only */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            for (size_t i = 0; i < d_sae; i++) off[i + 1] += off[i];
+            memcpy(pos, off, d_sae * sizeof *pos);
+        }
+        for (size_t t = 0; t < n; t++) {
+            for (size_t j = 0; j < k; j++) {
+                size_t i = (size_t)idx[t * k + j];
+                if (pass == 0) off[i + 1]++;
+                else rows[pos[i]++] = (int32_t)t;
+            }
+            for (size_t j = 0; j < kk; j++) {
+                size_t i = (size_t)aidx[t * kk + j], r;
+                for (r = 0; r < k && (size_t)idx[t * k + r] != i; r++) {
+                }
+                if (r < k) continue;
+                if (pass == 0) off[i + 1]++;
+                else rows[pos[i]++] = (int32_t)t;
+            }
+        }
+    }
+    const size_t nb = (d_sae + BL - 1) / BL;
+    int nomem = 0;
+#pragma omp parallel if (sae_par((double)n * (k + kk) * d_in)) reduction(| : nomem)
+    {
+        float *acc = lm_malloc(BL * d_in, sizeof *acc);
+        if (!acc) nomem = 1;
+#pragma omp for schedule(dynamic, 4)
+        for (size_t b = 0; b < nb; b++) {
+            if (!acc) continue;
+            const size_t i0 = b * BL, w = d_sae - i0 < BL ? d_sae - i0 : BL;
+            memset(acc, 0, BL * d_in * sizeof *acc);
+            for (size_t u = 0; u < w; u++) {
+                const size_t i = i0 + u;
+                float *a = acc + u * d_in, si = 0;
+                for (size_t q = off[i]; q < off[i + 1]; q++) {
+                    const size_t t = (size_t)rows[q];
+                    const float v = dpre[t * d_sae + i], *xr = xc + t * d_in;
+                    si += v;
+#pragma omp simd
+                    for (size_t c = 0; c < d_in; c++) a[c] += v * xr[c];
+                }
+                s[i] = si;
+            }
+            for (size_t c = 0; c < d_in; c++) {
+                float *gw = g->W_enc + c * d_sae + i0;
+                for (size_t u = 0; u < w; u++) gw[u] += acc[u * d_in + c];
+            }
+        }
+        free(acc);
+    }
+    lm_status st = LM_OK;
+    if (nomem) st = lm_fail(LM_ERR_NOMEM, "sae: out of memory");
+    else {
+        for (size_t i = 0; i < d_sae; i++) g->b_enc[i] += s[i];
+        if (sae->apply_b_dec_to_input) {
+#pragma omp parallel for schedule(static) if (sae_par((double)d_in * d_sae))
+            for (size_t j = 0; j < d_in; j++) {
+                const float *w = sae->W_enc + j * d_sae;
+                double a = 0;
+                for (size_t i = 0; i < d_sae; i++) a += (double)w[i] * s[i];
+                g->b_dec[j] -= (float)a;
+            }
+        }
+    }
+    free(off);
+    free(pos);
+    free(rows);
+    free(s);
+    return st;
 }
 
 static lm_status topk_loss(const lm_sae *sae, lm_sae_grad *g, const float *x, size_t n, const lm_sae_loss_opts *o,
@@ -262,7 +396,9 @@ static lm_status topk_loss(const lm_sae *sae, lm_sae_grad *g, const float *x, si
     sparse_backward(sae, g, dpre, idx, val, n, k, xh, 1);
     if (kk) sparse_backward(sae, g, dpre, aidx, aval, n, kk, e, 0);
     colsum_into(g->b_dec, xh, n, d_in);
-    st = encoder_backward(sae, g, dpre, xin, n);
+    /* dpre has k + kk nonzeros a row: past a few percent of d_sae the dense product is cheaper */
+    if ((k + kk) * 16 <= d_sae) st = sparse_encoder_backward(sae, g, dpre, xin, n, idx, k, aidx, kk);
+    else st = encoder_backward(sae, g, dpre, xin, n, NULL);
 done:
     free(xc);
     free(pre);
