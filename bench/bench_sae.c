@@ -138,7 +138,7 @@ static double ref_loss(const lm_sae *sae, const float *v, double h, const float 
 static double self_check(const lm_sae *sae, lm_sae_grad *g, const float *x, const uint8_t *dead, double *loss_err,
                          double *grad_err) {
     lm_sae_loss L;
-    lm_sae_loss_opts o = {5.0f, dead, 0, 0};
+    lm_sae_loss_opts o = {.l1_coeff = 5.0f, .dead = dead};
     if (lm_sae_loss_backward(sae, NULL, x, CHECK_ROWS, &o, &L, NULL) != LM_OK) return INFINITY;
     double ref = ref_loss(sae, NULL, 0, x, CHECK_ROWS, dead, D_IN / 2, 1.0 / 32);
     *loss_err = fabs(L.total - ref) / fabs(ref);
@@ -200,7 +200,7 @@ static int run(lm_sae_arch arch, size_t B, size_t d_sae, int reps, char *out, si
     }
 
     const float lr = arch == LM_SAE_RELU ? 5e-5f : 2e-4f;
-    lm_sae_loss_opts o = {5.0f, arch == LM_SAE_TOPK ? dead : NULL, 0, 0};
+    lm_sae_loss_opts o = {.l1_coeff = 5.0f, .dead = arch == LM_SAE_TOPK ? dead : NULL};
     lm_sae_loss L;
     double best = 1e30, first_loss = 0, gn = 0, t_loss = 0, t_clip = 0, t_adam = 0;
     for (int s = 0; s < reps + 1; s++) {

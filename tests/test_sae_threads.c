@@ -21,7 +21,7 @@ static void run(lm_sae_arch arch, int threads, const float *x, size_t n, const u
     for (size_t j = 0; j < sae->d_in; j++) sae->b_dec[j] = 0.02f * (float)((int)(j % 5) - 2);
     CHECK(lm_sae_grad_init(g, sae) == LM_OK);
     lm_set_threads(threads);
-    lm_sae_loss_opts o = {0.5f, dead, 16, 0};
+    lm_sae_loss_opts o = {.l1_coeff = 0.5f, .dead = dead, .k_aux = 16};
     CHECK(lm_sae_loss_backward(sae, g, x, n, &o, L, fired) == LM_OK);
     lm_sae_free(sae);
 }
