@@ -297,20 +297,29 @@ void lm_attention(float *out, const float *q, const float *kc, const float *vc, 
     }
     size_t qdim = n_heads * head_dim, kvdim = n_kv_heads * head_dim, group = n_heads / n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_dim);
-    /* one head per thread: scores = Q_h K_h^T (sgemm), causal softmax, out_h = P V_h (sgemm) */
+    /* One head per thread: scores = Q_h K_h^T (sgemm), causal softmax, out_h = P V_h (sgemm), in
+     * blocks of QB query rows, each against only the keys it can see (pos0 + its last row + 1),
+     * so the masked half of the score matrix is not computed (half the attention FLOPs for a
+     * prompt). Rows keep the kv_len stride of the scratch. */
+    enum { QB = 64 };
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t h = 0; h < n_heads; h++) {
         size_t kh = h / group;
         float *sc = scratch_buf + (size_t)omp_get_thread_num() * n_tok * kv_len; /* [n_tok, kv_len] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, (int)kv_len, (int)head_dim, scale,
-                    q + h * head_dim, (int)qdim, kc + kh * head_dim, (int)kvdim, 0.0f, sc, (int)kv_len);
-        for (size_t t = 0; t < n_tok; t++) {
-            float *row = sc + t * kv_len;
-            size_t len = pos0 + t + 1;
-            softmax_row(row, len);
-            for (size_t s = len; s < kv_len; s++) row[s] = 0.0f;
+        for (size_t t0 = 0; t0 < n_tok; t0 += QB) {
+            size_t t1 = t0 + QB < n_tok ? t0 + QB : n_tok, kl = pos0 + t1;
+            float *blk = sc + t0 * kv_len;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(t1 - t0), (int)kl, (int)head_dim, scale,
+                        q + t0 * qdim + h * head_dim, (int)qdim, kc + kh * head_dim, (int)kvdim, 0.0f, blk,
+                        (int)kv_len);
+            for (size_t t = t0; t < t1; t++) {
+                float *row = sc + t * kv_len;
+                size_t len = pos0 + t + 1;
+                softmax_row(row, len);
+                for (size_t j = len; j < kl; j++) row[j] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(t1 - t0), (int)head_dim, (int)kl, 1.0f, blk,
+                        (int)kv_len, vc + kh * head_dim, (int)kvdim, 0.0f, out + t0 * qdim + h * head_dim, (int)qdim);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n_tok, (int)head_dim, (int)kv_len, 1.0f, sc,
-                    (int)kv_len, vc + kh * head_dim, (int)kvdim, 0.0f, out + h * head_dim, (int)qdim);
     }
 }
