@@ -292,36 +292,23 @@ done:
 
 /* ---- the model view ----------------------------------------------------------------------- */
 
-typedef struct sink {
-    float *buf; /* [cap, d] */
-    size_t d, off, cap;
-} sink;
-
-static lm_status sink_hook(void *ud, const lm_hook_info *info, float *act) {
-    sink *k = ud;
-    size_t rows = (size_t)info->n_seq * (size_t)info->n_tok;
-    if (rows > k->cap - k->off) return lm_fail(LM_ERR_RANGE, "linearize: more rows than tokens (internal error)");
-    memcpy(k->buf + k->off * k->d, act, rows * k->d * sizeof(float));
-    k->off += rows;
-    return LM_OK;
-}
 
 /* h_l (into X) and h_{l+1} (into Y), either may be NULL, of m over the windows of
  * lm_linearity_profile (full windows in batches, then the shorter last one). */
 static lm_status capture(const lm_model *m, const int32_t *ids, size_t n, int l, int ctx, int batch, float *X, float *Y,
                          const lm_linearize_opts *o, size_t done0, size_t total) {
     const size_t d = (size_t)m->cfg.dim;
-    sink in = {X, d, 0, n}, outk = {Y, d, 0, n};
+    lm_an_sink in = {X, d, 0, n}, outk = {Y, d, 0, n};
     char pre[64], post[64];
     snprintf(pre, sizeof pre, "blocks.%d.hook_resid_pre", l);
     snprintf(post, sizeof post, "blocks.%d.hook_resid_post", l);
     lm_state *s = NULL, *s1 = NULL;
     lm_status st = lm_state_new_batch(m, ctx, batch * ctx, batch, &s);
     if (st == LM_OK) st = lm_state_new(m, ctx, ctx, &s1);
-    if (st == LM_OK && X) st = lm_state_add_hook(s, pre, sink_hook, &in);
-    if (st == LM_OK && Y) st = lm_state_add_hook(s, post, sink_hook, &outk);
-    if (st == LM_OK && X) st = lm_state_add_hook(s1, pre, sink_hook, &in);
-    if (st == LM_OK && Y) st = lm_state_add_hook(s1, post, sink_hook, &outk);
+    if (st == LM_OK && X) st = lm_state_add_hook(s, pre, lm_an_sink_hook, &in);
+    if (st == LM_OK && Y) st = lm_state_add_hook(s, post, lm_an_sink_hook, &outk);
+    if (st == LM_OK && X) st = lm_state_add_hook(s1, pre, lm_an_sink_hook, &in);
+    if (st == LM_OK && Y) st = lm_state_add_hook(s1, post, lm_an_sink_hook, &outk);
     size_t full = n / (size_t)ctx, w = 0;
     while (st == LM_OK && w < full) {
         int nb = (int)(full - w < (size_t)batch ? full - w : (size_t)batch);

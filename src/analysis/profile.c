@@ -126,15 +126,10 @@ lm_status lm_linearity_analyse(const float *const *h, int n_layers, size_t n, si
 
 /* ---- capture ------------------------------------------------------------------------------ */
 
-typedef struct sink {
-    float *buf; /* [n, d] */
-    size_t d, off, cap;
-} sink;
-
-static lm_status sink_hook(void *ud, const lm_hook_info *info, float *act) {
-    sink *k = ud;
+lm_status lm_an_sink_hook(void *ud, const lm_hook_info *info, float *act) {
+    lm_an_sink *k = ud;
     size_t rows = (size_t)info->n_seq * (size_t)info->n_tok;
-    if (rows > k->cap - k->off) return lm_fail(LM_ERR_RANGE, "linearity: more rows than tokens (internal error)");
+    if (rows > k->cap - k->off) return lm_fail(LM_ERR_RANGE, "analysis: more rows than tokens (internal error)");
     memcpy(k->buf + k->off * k->d, act, rows * k->d * sizeof(float));
     k->off += rows;
     return LM_OK;
@@ -165,11 +160,11 @@ lm_status lm_linearity_profile(const lm_model *m, const int32_t *ids, size_t n, 
     size_t bytes;
     if (lm_mul_ok(n, d, &bytes) || lm_mul_ok(bytes, ((size_t)L + 1) * sizeof(float), &bytes))
         return lm_fail(LM_ERR_NOMEM, "linearity: %zu tokens x %zu x %d states overflow memory", n, d, L + 1);
-    sink *sinks = calloc((size_t)L + 1, sizeof *sinks);
+    lm_an_sink *sinks = calloc((size_t)L + 1, sizeof *sinks);
     lm_state *s = NULL, *s1 = NULL;
     lm_status st = sinks ? LM_OK : lm_fail(LM_ERR_NOMEM, "linearity: out of memory");
     for (int i = 0; st == LM_OK && i <= L; i++) {
-        sinks[i] = (sink){lm_malloc(n * d, sizeof(float)), d, 0, n};
+        sinks[i] = (lm_an_sink){lm_malloc(n * d, sizeof(float)), d, 0, n};
         if (!sinks[i].buf)
             st = lm_fail(LM_ERR_NOMEM, "linearity: out of memory for %d states of %zu tokens x %zu (%.1f GiB)", L + 1,
                          n, d, (double)bytes / (1u << 30));
@@ -181,8 +176,8 @@ lm_status lm_linearity_profile(const lm_model *m, const int32_t *ids, size_t n, 
         char name[64];
         if (i == 0) snprintf(name, sizeof name, "blocks.0.hook_resid_pre");
         else snprintf(name, sizeof name, "blocks.%d.hook_resid_post", i - 1);
-        st = lm_state_add_hook(s, name, sink_hook, &sinks[i]);
-        if (st == LM_OK) st = lm_state_add_hook(s1, name, sink_hook, &sinks[i]);
+        st = lm_state_add_hook(s, name, lm_an_sink_hook, &sinks[i]);
+        if (st == LM_OK) st = lm_state_add_hook(s1, name, lm_an_sink_hook, &sinks[i]);
     }
     double t0 = lm_now();
     size_t full = n / (size_t)ctx, w = 0;
