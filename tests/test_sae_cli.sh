@@ -46,6 +46,10 @@ grep -q '"context_size": *32' "$TMP/sae/cfg.json" && ok || bad "cfg.json context
 [ $rc -eq 0 ] && grep -q '"already_done":true' "$TMP/j" && ok || bad "rerun of a finished job: rc $rc"
 "$LUMEN" sae train "${ARGS[@]}" --seed 5 >"$TMP/o" 2>&1; rc=$?
 [ $rc -eq 1 ] && grep -q "other options" "$TMP/o" && ok || bad "other options not refused: rc $rc"
+"$LUMEN" sae train "${ARGS[@]}" --dec-norm 1 >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "other options" "$TMP/o" && ok || bad "--dec-norm not part of the run's options: rc $rc"
+"$LUMEN" sae train "${ARGS[@]}" --dec-norm 0 >"$TMP/o" 2>&1; rc=$?
+[ $rc -eq 2 ] && ok || bad "--dec-norm 0 accepted: rc $rc"
 
 # sae eval of the trained SAE: the hook from cfg.json, all keys, ce_clean equals `lumen eval`
 "$LUMEN" sae eval --help >"$TMP/o" 2>&1 && grep -q "ce_loss_recovered" "$TMP/o" && ok || bad "sae eval --help"

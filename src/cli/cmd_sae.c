@@ -58,6 +58,7 @@ static void help_train(FILE *f) {
             "  --dead-window N    tokens without firing that make a latent dead (default\n"
             "                     min(10M, the run))\n"
             "  --clip X           gradient norm clip (default 1; 0 = none)\n"
+            "  --dec-norm X       initial norm of each decoder row, in scaled units (default 0.1)\n"
             "  --log-every N      log every N steps (default 10)\n"
             "  --save-every N     checkpoint every N steps (default: only at the end)\n"
             "  --seed N           (default 1)\n"
@@ -73,7 +74,7 @@ static int cmd_sae_train(int argc, char **argv) {
     const char *acts = NULL, *model_only = NULL; /* model_only: an option that needs FILE, given with --acts */
     long d_sae = 0, k = 32, ctx = 0, fwd = 8, batch = 4096, bmult = 16, threads = 0, max_tokens = 0;
     unsigned long long tokens = 1000000, steps = 0, dead_window = 0, log_every = 10, save_every = 0, seed = 1;
-    double l1 = -1, l0c = -1, lr = 0, clip = 1, bw = 0, th0 = 0;
+    double l1 = -1, l0c = -1, lr = 0, clip = 1, bw = 0, th0 = 0, dec_norm = 0;
     int json = 0, quiet = 0, rc = CLI_OK;
     for (int i = 1; i < argc && rc == CLI_OK; i++) {
         const char *a = argv[i];
@@ -116,6 +117,8 @@ static int cmd_sae_train(int argc, char **argv) {
         else if (!strcmp(a, "--init-threshold") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-9, 1e6, &th0) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--lr") && hv) rc = cli_parse_float(V, a, argv[++i], 1e-12, 10, &lr) ? CLI_USAGE : rc;
         else if (!strcmp(a, "--clip") && hv) rc = cli_parse_float(V, a, argv[++i], 0, 1e12, &clip) ? CLI_USAGE : rc;
+        else if (!strcmp(a, "--dec-norm") && hv)
+            rc = cli_parse_float(V, a, argv[++i], 1e-6, 1e6, &dec_norm) ? CLI_USAGE : rc;
         else if (a[0] == '-' && a[1]) rc = cli_usage_error(V, "unknown option or missing value: %s", a);
         else if (!model_path) model_path = a;
         else if (!file) file = a;
@@ -174,6 +177,7 @@ static int cmd_sae_train(int argc, char **argv) {
         o.init_threshold = (float)th0;
         o.lr = (float)lr;
         o.clip = clip > 0 ? (float)clip : -1.0f;
+        o.dec_norm = (float)dec_norm;
         o.ctx = (int)ctx;
         o.fwd_batch = (int)fwd;
         o.batch = (size_t)batch;
