@@ -37,6 +37,9 @@ void *lm_aligned_alloc(size_t n, size_t size);
 /* a*b without overflow: returns 0 and sets *out, or -1 on overflow. */
 int lm_mul_ok(size_t a, size_t b, size_t *out);
 char *lm_strdup(const char *s);
+/* Length (1..4) of the valid UTF-8 character at s, which has n > 0 bytes, or 0 if the bytes there
+ * are not one: no overlong forms, no surrogates, nothing above U+10FFFF. */
+size_t lm_utf8_len(const unsigned char *s, size_t n);
 
 /* A read-only mapping of a whole file. */
 typedef struct lm_mapped_file {
@@ -53,6 +56,10 @@ lm_status lm_read_file(const char *path, char **out, size_t *size);
 
 /* Writes a file atomically: data goes to PATH.tmp.PID, is fsync'd, then renamed over PATH. */
 lm_status lm_write_file_atomic(const char *path, const void *data, size_t size);
+/* Rewrites a JSONL log atomically keeping only its complete lines whose "step" is in
+ * [0, max_step] (a run killed after its last checkpoint may have logged later steps); a missing
+ * file is not an error. */
+lm_status lm_jsonl_keep_steps(const char *path, long long max_step);
 
 /* Streaming atomic writer for large files. */
 typedef struct lm_atomic_file {

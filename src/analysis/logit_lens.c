@@ -182,27 +182,6 @@ lm_status lm_logit_lens(const lm_model *m, const int32_t *ids, size_t n, const l
 
 /* ---- token text ------------------------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else return 0;
-    if (len > n) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 char *lm_token_display(const lm_tokenizer *tok, int id, char *buf, size_t cap) {
     size_t len = 0;
     char bytes[16];
@@ -216,7 +195,7 @@ char *lm_token_display(const lm_tokenizer *tok, int id, char *buf, size_t cap) {
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         const char *rep = NULL;
-        size_t k = utf8_len(s + i, len - i);
+        size_t k = lm_utf8_len(s + i, len - i);
         if (s[i] == ' ') rep = "\xC2\xB7";
         else if (s[i] == '\n') rep = "\xE2\x86\xB5";
         else if (s[i] == '\t') rep = "\xE2\x86\x92";

@@ -172,3 +172,32 @@ lm_status lm_write_file_atomic(const char *path, const void *data, size_t size) 
     }
     return lm_atomic_commit(&f);
 }
+
+lm_status lm_jsonl_keep_steps(const char *path, long long max_step) {
+    if (access(path, F_OK) != 0) return LM_OK;
+    char *text = NULL;
+    size_t n = 0;
+    lm_status st = lm_read_file(path, &text, &n);
+    if (st != LM_OK) return st;
+    char *out = malloc(n + 1);
+    size_t o = 0;
+    if (!out) {
+        free(text);
+        return lm_fail(LM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (char *line = text; line < text + n;) {
+        char *nl = memchr(line, '\n', (size_t)(text + n - line));
+        size_t len = nl ? (size_t)(nl - line) + 1 : (size_t)(text + n - line);
+        const char *sp = strstr(line, "\"step\":");
+        long long s = sp && sp < line + len ? strtoll(sp + 7, NULL, 10) : -1;
+        if (nl && s >= 0 && s <= max_step) {
+            memcpy(out + o, line, len);
+            o += len;
+        }
+        line += len;
+    }
+    st = lm_write_file_atomic(path, out, o);
+    free(out);
+    free(text);
+    return st;
+}

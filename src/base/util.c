@@ -1,4 +1,4 @@
-/* util.c - half-precision conversion, rng, clock, thread count, progress display. */
+/* util.c - UTF-8 validation, half-precision conversion, rng, clock, thread count, progress display. */
 #define _POSIX_C_SOURCE 200809L
 #include "lumen/base.h"
 
@@ -10,6 +10,30 @@
 #include <omp.h>
 #endif
 #include <cblas.h>
+
+size_t lm_utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t need;
+    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        if (c == 0xE0) lo = 0xA0; /* overlong */
+        if (c == 0xED) hi = 0x9F; /* surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        if (c == 0xF0) lo = 0x90; /* overlong */
+        if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (need > n || s[1] < lo || s[1] > hi) return 0;
+    for (size_t k = 2; k < need; k++)
+        if ((s[k] & 0xC0) != 0x80) return 0;
+    return need;
+}
 
 float lm_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;

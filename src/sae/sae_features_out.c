@@ -15,27 +15,6 @@
 #include "lumen/sae.h"
 #include "lumen/tokenizer.h"
 
-/* Length of the valid UTF-8 character at s (at most n bytes), 0 if it is not one: no overlong
- * forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    size_t k;
-    unsigned min;
-    if (c >= 0xC2 && c <= 0xDF) k = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) k = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) k = 4, min = 0x10000;
-    else return 0;
-    if (n < k) return 0;
-    unsigned cp = c & (0xFFu >> (k + 1));
-    for (size_t i = 1; i < k; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return k;
-}
-
 char *lm_sae_token_display(const lm_tokenizer *tok, int prev, int id) {
     char buf[16];
     size_t len = 0;
@@ -46,7 +25,7 @@ char *lm_sae_token_display(const lm_tokenizer *tok, int prev, int id) {
     size_t o = 0;
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
-        size_t k = utf8_len(u + i, len - i);
+        size_t k = lm_utf8_len(u + i, len - i);
         if (k == 0) {
             o += (size_t)snprintf(out + o, 7, "<0x%02X>", u[i]);
             i++;

@@ -438,35 +438,6 @@ static lm_status try_resume(strun *R, int64_t *resumed) {
     return st;
 }
 
-static lm_status trim_log(const char *path, uint64_t step) {
-    if (access(path, F_OK) != 0) return LM_OK;
-    char *text = NULL;
-    size_t n = 0;
-    lm_status st = lm_read_file(path, &text, &n);
-    if (st != LM_OK) return st;
-    char *out = malloc(n + 1);
-    size_t o = 0;
-    if (!out) {
-        free(text);
-        return lm_fail(LM_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (char *line = text; line < text + n;) {
-        char *nl = memchr(line, '\n', (size_t)(text + n - line));
-        size_t len = nl ? (size_t)(nl - line) + 1 : (size_t)(text + n - line);
-        const char *sp = strstr(line, "\"step\":");
-        long long s = sp && sp < line + len ? strtoll(sp + 7, NULL, 10) : -1;
-        if (nl && s >= 0 && (uint64_t)s <= step) {
-            memcpy(out + o, line, len);
-            o += len;
-        }
-        line += len;
-    }
-    st = lm_write_file_atomic(path, out, o);
-    free(out);
-    free(text);
-    return st;
-}
-
 static lm_status save_final(strun *R) {
     const lm_sae_train_opts *o = R->o;
     size_t ds = R->sae->d_sae;
@@ -628,7 +599,7 @@ lm_status lm_sae_train(const lm_sae_train_opts *o, lm_sae_train_result *res) {
     int finished = st == LM_OK && resumed >= 0 && R.step == R.total_steps && access(final_path, F_OK) == 0;
     FILE *log = NULL;
     if (st == LM_OK && !finished) {
-        st = trim_log(log_path, resumed >= 0 ? (uint64_t)resumed : 0);
+        st = lm_jsonl_keep_steps(log_path, resumed >= 0 ? (long long)resumed : 0);
         if (st == LM_OK && resumed < 0 && access(log_path, F_OK) == 0) st = lm_write_file_atomic(log_path, "", 0);
         if (st == LM_OK && !(log = fopen(log_path, "a"))) st = lm_fail(LM_ERR_IO, "%s: cannot open: %s", log_path, strerror(errno));
         if (st == LM_OK && kind == SRC_MODEL)

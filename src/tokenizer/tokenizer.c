@@ -70,27 +70,8 @@ void lm_tokenizer_free(lm_tokenizer *t) {
 }
 
 size_t lm_tok_utf8_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t need;
-    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        return 1;
-    }
-    if (need > n || s[1] < lo || s[1] > hi) return 1;
-    for (size_t k = 2; k < need; k++)
-        if ((s[k] & 0xC0) != 0x80) return 1;
-    return need;
+    size_t k = lm_utf8_len(s, n);
+    return k ? k : 1;
 }
 
 static int hex_digit(char c) {

@@ -176,36 +176,6 @@ static lm_status try_resume(run *R, long *resumed) {
     return LM_OK;
 }
 
-/* Keeps the log's lines up to step (a killed run may have logged steps past its checkpoint). */
-static lm_status trim_log(const char *path, long step) {
-    if (access(path, F_OK) != 0) return LM_OK;
-    char *text = NULL;
-    size_t n = 0;
-    lm_status st = lm_read_file(path, &text, &n);
-    if (st != LM_OK) return st;
-    char *out = malloc(n + 1);
-    size_t o = 0;
-    if (!out) {
-        free(text);
-        return lm_fail(LM_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (char *line = text; line < text + n;) {
-        char *nl = memchr(line, '\n', (size_t)(text + n - line));
-        size_t len = nl ? (size_t)(nl - line) + 1 : (size_t)(text + n - line);
-        const char *sp = strstr(line, "\"step\":");
-        long s = sp && sp < line + len ? strtol(sp + 7, NULL, 10) : -1;
-        if (nl && s >= 0 && s <= step) {
-            memcpy(out + o, line, len);
-            o += len;
-        }
-        line += len;
-    }
-    st = lm_write_file_atomic(path, out, o);
-    free(out);
-    free(text);
-    return st;
-}
-
 static lm_status evaluate(run *R, double *val) {
     const lm_train_opts *o = R->o;
     lm_data *d = R->val ? R->val : R->train;
@@ -295,7 +265,7 @@ lm_status lm_train_run(const lm_train_opts *o, lm_train_result *res) {
     res->resumed_from = resumed;
     char log_path[4200];
     snprintf(log_path, sizeof log_path, "%s/train_log.jsonl", o->out_dir);
-    if (st == LM_OK) st = trim_log(log_path, resumed >= 0 ? resumed : -1);
+    if (st == LM_OK) st = lm_jsonl_keep_steps(log_path, resumed >= 0 ? (long long)resumed : -1);
     FILE *log = st == LM_OK ? fopen(log_path, "a") : NULL;
     if (st == LM_OK && !log) st = lm_fail(LM_ERR_IO, "%s: cannot open: %s", log_path, strerror(errno));
     size_t n = (size_t)o->batch * o->ctx;
