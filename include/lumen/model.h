@@ -197,6 +197,34 @@ typedef struct lm_eval_result {
 lm_status lm_eval_ce(const lm_model *m, const int32_t *ids, size_t n, int ctx, int batch, lm_progress_cb cb, void *ud,
                      lm_eval_result *res);
 
+/* The windows of lm_eval_ce and lm_harvest, run for the hooks on two states: ids[0..n) in
+ * consecutive windows of o->ctx tokens, the full ones o->batch at a time on sb (from
+ * lm_state_new_batch(m, ctx, batch * ctx, batch)), the shorter last one on s1 (from
+ * lm_state_new(m, ctx, ctx)); each state is reset before its call; no logits. Before each call,
+ * o->before (if set) gets the offset of its first token and the window length; after each call,
+ * o->progress (if set) gets o->done0 + the tokens done and o->total, and a non-zero return stops
+ * the run with "WHAT: stopped" (LM_ERR_ARG, WHAT = o->what). */
+typedef void (*lm_window_fn)(void *ud, size_t first, int len);
+typedef struct lm_windows_opts {
+    int ctx, batch;
+    lm_window_fn before;
+    void *before_ud;
+    lm_progress_cb progress;
+    void *progress_ud;
+    size_t done0, total;  /* progress reports done0 + tokens done, of total */
+    const char *what;     /* names the job in the "stopped" message */
+} lm_windows_opts;
+lm_status lm_forward_windows(const lm_model *m, lm_state *sb, lm_state *s1, const int32_t *ids, size_t n,
+                             const lm_windows_opts *o);
+
+/* A hook target that appends each call's rows (n_seq * n_tok rows of width d) to buf [cap, d]. */
+typedef struct lm_row_sink {
+    float *buf;
+    size_t d, off, cap;
+} lm_row_sink;
+/* An lm_hook_fn (ud: an lm_row_sink); LM_ERR_RANGE if the rows would pass cap. */
+lm_status lm_row_sink_hook(void *ud, const lm_hook_info *info, float *act);
+
 /* Activation harvesting: runs ids through the model in consecutive windows of ctx tokens
  * (the same windows as lm_eval_ce; a shorter last window included) and writes, for every
  * token, the activation at each hook as safetensors shards in out_dir:

@@ -19,13 +19,4 @@ double lm_an_sumsq(const double *a, size_t ld, size_t n, size_t d);
 /* Whether the dimensions BLAS and LAPACK see (up to n and 2d) fit their 32-bit ints. */
 int lm_an_fits_int(size_t n, size_t d);
 
-/* A hook target that appends each batch's rows (n_seq * n_tok of width d) to buf [cap, d]. */
-typedef struct lm_an_sink {
-    float *buf;
-    size_t d, off, cap;
-} lm_an_sink;
-/* An lm_hook_fn (ud: an lm_an_sink); LM_ERR_RANGE if the rows would pass cap. */
-struct lm_hook_info;
-lm_status lm_an_sink_hook(void *ud, const struct lm_hook_info *info, float *act);
-
 #endif

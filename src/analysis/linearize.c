@@ -292,38 +292,25 @@ done:
 
 /* ---- the model view ----------------------------------------------------------------------- */
 
-
 /* h_l (into X) and h_{l+1} (into Y), either may be NULL, of m over the windows of
  * lm_linearity_profile (full windows in batches, then the shorter last one). */
 static lm_status capture(const lm_model *m, const int32_t *ids, size_t n, int l, int ctx, int batch, float *X, float *Y,
                          const lm_linearize_opts *o, size_t done0, size_t total) {
     const size_t d = (size_t)m->cfg.dim;
-    lm_an_sink in = {X, d, 0, n}, outk = {Y, d, 0, n};
+    lm_row_sink in = {X, d, 0, n}, outk = {Y, d, 0, n};
     char pre[64], post[64];
     snprintf(pre, sizeof pre, "blocks.%d.hook_resid_pre", l);
     snprintf(post, sizeof post, "blocks.%d.hook_resid_post", l);
     lm_state *s = NULL, *s1 = NULL;
     lm_status st = lm_state_new_batch(m, ctx, batch * ctx, batch, &s);
     if (st == LM_OK) st = lm_state_new(m, ctx, ctx, &s1);
-    if (st == LM_OK && X) st = lm_state_add_hook(s, pre, lm_an_sink_hook, &in);
-    if (st == LM_OK && Y) st = lm_state_add_hook(s, post, lm_an_sink_hook, &outk);
-    if (st == LM_OK && X) st = lm_state_add_hook(s1, pre, lm_an_sink_hook, &in);
-    if (st == LM_OK && Y) st = lm_state_add_hook(s1, post, lm_an_sink_hook, &outk);
-    size_t full = n / (size_t)ctx, w = 0;
-    while (st == LM_OK && w < full) {
-        int nb = (int)(full - w < (size_t)batch ? full - w : (size_t)batch);
-        lm_state_reset(s);
-        st = lm_forward_batch(m, s, ids + w * (size_t)ctx, nb, ctx, NULL, 0);
-        w += (size_t)nb;
-        if (st == LM_OK && o && o->cb && o->cb(o->cb_ud, done0 + w * (size_t)ctx, total))
-            st = lm_fail(LM_ERR_ARG, "linearize: stopped");
-    }
-    size_t rest = n - full * (size_t)ctx;
-    if (st == LM_OK && rest > 0) {
-        lm_state_reset(s1);
-        st = lm_forward(m, s1, ids + full * (size_t)ctx, (int)rest, NULL, 0);
-        if (st == LM_OK && o && o->cb && o->cb(o->cb_ud, done0 + n, total))
-            st = lm_fail(LM_ERR_ARG, "linearize: stopped");
+    if (st == LM_OK && X) st = lm_state_add_hook(s, pre, lm_row_sink_hook, &in);
+    if (st == LM_OK && Y) st = lm_state_add_hook(s, post, lm_row_sink_hook, &outk);
+    if (st == LM_OK && X) st = lm_state_add_hook(s1, pre, lm_row_sink_hook, &in);
+    if (st == LM_OK && Y) st = lm_state_add_hook(s1, post, lm_row_sink_hook, &outk);
+    if (st == LM_OK) {
+        lm_windows_opts wo = {ctx, batch, NULL, NULL, o ? o->cb : NULL, o ? o->cb_ud : NULL, done0, total, "linearize"};
+        st = lm_forward_windows(m, s, s1, ids, n, &wo);
     }
     if (st == LM_OK && ((X && in.off != n) || (Y && outk.off != n)))
         st = lm_fail(LM_ERR_RANGE, "linearize: captured %zu and %zu rows of %zu (internal error)", in.off, outk.off, n);

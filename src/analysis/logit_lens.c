@@ -33,6 +33,13 @@ typedef struct lens_run {
     lm_logit_lens_result *res;
 } lens_run;
 
+/* lm_forward_windows' before-call callback: where the call's windows start, and their length. */
+static void set_window(void *ud, size_t first, int len) {
+    lens_run *r = ud;
+    r->base = first;
+    r->win_len = len;
+}
+
 typedef struct lens_sink {
     lens_run *run;
     int state;
@@ -135,23 +142,9 @@ lm_status lm_logit_lens(const lm_model *m, const int32_t *ids, size_t n, const l
         if (st == LM_OK) st = lm_state_add_hook(s1, name, lens_hook, &sinks[i]);
     }
     double t0 = lm_now();
-    size_t full = n / (size_t)ctx, w = 0;
-    while (st == LM_OK && w < full) {
-        int nb = (int)(full - w < (size_t)batch ? full - w : (size_t)batch);
-        run.base = w * (size_t)ctx;
-        lm_state_reset(s);
-        st = lm_forward_batch(m, s, ids + run.base, nb, ctx, NULL, 0);
-        w += (size_t)nb;
-        if (st == LM_OK && o && o->cb && o->cb(o->cb_ud, w * (size_t)ctx, n))
-            st = lm_fail(LM_ERR_ARG, "logit lens: stopped");
-    }
-    size_t rest = n - full * (size_t)ctx;
-    if (st == LM_OK && rest > 0) {
-        run.base = full * (size_t)ctx;
-        run.win_len = (int)rest;
-        lm_state_reset(s1);
-        st = lm_forward(m, s1, ids + run.base, (int)rest, NULL, 0);
-        if (st == LM_OK && o && o->cb) o->cb(o->cb_ud, n, n);
+    if (st == LM_OK) {
+        lm_windows_opts wo = {ctx, batch, set_window, &run, o ? o->cb : NULL, o ? o->cb_ud : NULL, 0, n, "logit lens"};
+        st = lm_forward_windows(m, s, s1, ids, n, &wo);
     }
     lm_state_free(s);
     lm_state_free(s1);
@@ -173,7 +166,7 @@ lm_status lm_logit_lens(const lm_model *m, const int32_t *ids, size_t n, const l
             res->mean_loss[i] = pred ? total / (double)pred : NAN;
         }
         res->n_predicted = pred;
-        res->n_windows = full + (rest > 0);
+        res->n_windows = n / (size_t)ctx + (n % (size_t)ctx > 0);
         res->seconds = lm_now() - t0;
     }
     if (st != LM_OK) lm_logit_lens_result_free(res);

@@ -126,15 +126,6 @@ lm_status lm_linearity_analyse(const float *const *h, int n_layers, size_t n, si
 
 /* ---- capture ------------------------------------------------------------------------------ */
 
-lm_status lm_an_sink_hook(void *ud, const lm_hook_info *info, float *act) {
-    lm_an_sink *k = ud;
-    size_t rows = (size_t)info->n_seq * (size_t)info->n_tok;
-    if (rows > k->cap - k->off) return lm_fail(LM_ERR_RANGE, "analysis: more rows than tokens (internal error)");
-    memcpy(k->buf + k->off * k->d, act, rows * k->d * sizeof(float));
-    k->off += rows;
-    return LM_OK;
-}
-
 lm_status lm_linearity_profile(const lm_model *m, const int32_t *ids, size_t n, const lm_linearity_opts *o,
                                lm_linearity_result *res) {
     memset(res, 0, sizeof *res);
@@ -160,11 +151,11 @@ lm_status lm_linearity_profile(const lm_model *m, const int32_t *ids, size_t n, 
     size_t bytes;
     if (lm_mul_ok(n, d, &bytes) || lm_mul_ok(bytes, ((size_t)L + 1) * sizeof(float), &bytes))
         return lm_fail(LM_ERR_NOMEM, "linearity: %zu tokens x %zu x %d states overflow memory", n, d, L + 1);
-    lm_an_sink *sinks = calloc((size_t)L + 1, sizeof *sinks);
+    lm_row_sink *sinks = calloc((size_t)L + 1, sizeof *sinks);
     lm_state *s = NULL, *s1 = NULL;
     lm_status st = sinks ? LM_OK : lm_fail(LM_ERR_NOMEM, "linearity: out of memory");
     for (int i = 0; st == LM_OK && i <= L; i++) {
-        sinks[i] = (lm_an_sink){lm_malloc(n * d, sizeof(float)), d, 0, n};
+        sinks[i] = (lm_row_sink){lm_malloc(n * d, sizeof(float)), d, 0, n};
         if (!sinks[i].buf)
             st = lm_fail(LM_ERR_NOMEM, "linearity: out of memory for %d states of %zu tokens x %zu (%.1f GiB)", L + 1,
                          n, d, (double)bytes / (1u << 30));
@@ -176,24 +167,13 @@ lm_status lm_linearity_profile(const lm_model *m, const int32_t *ids, size_t n, 
         char name[64];
         if (i == 0) snprintf(name, sizeof name, "blocks.0.hook_resid_pre");
         else snprintf(name, sizeof name, "blocks.%d.hook_resid_post", i - 1);
-        st = lm_state_add_hook(s, name, lm_an_sink_hook, &sinks[i]);
-        if (st == LM_OK) st = lm_state_add_hook(s1, name, lm_an_sink_hook, &sinks[i]);
+        st = lm_state_add_hook(s, name, lm_row_sink_hook, &sinks[i]);
+        if (st == LM_OK) st = lm_state_add_hook(s1, name, lm_row_sink_hook, &sinks[i]);
     }
     double t0 = lm_now();
-    size_t full = n / (size_t)ctx, w = 0;
-    while (st == LM_OK && w < full) {
-        int nb = (int)(full - w < (size_t)batch ? full - w : (size_t)batch);
-        lm_state_reset(s);
-        st = lm_forward_batch(m, s, ids + w * (size_t)ctx, nb, ctx, NULL, 0);
-        w += (size_t)nb;
-        if (st == LM_OK && o && o->cb && o->cb(o->cb_ud, w * (size_t)ctx, n))
-            st = lm_fail(LM_ERR_ARG, "linearity: stopped");
-    }
-    size_t rest = n - full * (size_t)ctx;
-    if (st == LM_OK && rest > 0) {
-        lm_state_reset(s1);
-        st = lm_forward(m, s1, ids + full * (size_t)ctx, (int)rest, NULL, 0);
-        if (st == LM_OK && o && o->cb) o->cb(o->cb_ud, n, n);
+    if (st == LM_OK) {
+        lm_windows_opts wo = {ctx, batch, NULL, NULL, o ? o->cb : NULL, o ? o->cb_ud : NULL, 0, n, "linearity"};
+        st = lm_forward_windows(m, s, s1, ids, n, &wo);
     }
     double t_fwd = lm_now() - t0;
     lm_state_free(s);
@@ -219,7 +199,7 @@ lm_status lm_linearity_profile(const lm_model *m, const int32_t *ids, size_t n, 
     }
     if (st == LM_OK) {
         res->n_bos_dropped = n - kept;
-        res->n_windows = full + (rest > 0);
+        res->n_windows = n / (size_t)ctx + (n % (size_t)ctx > 0);
         res->seconds_forward = t_fwd;
     }
     free(h);

@@ -9,18 +9,35 @@
 
 #include "lumen/model.h"
 
-typedef struct sink {
-    float *buf;   /* [shard capacity, d] */
-    size_t d;
-    size_t off;   /* rows filled */
-} sink;
-
-static lm_status sink_hook(void *ud, const lm_hook_info *info, float *act) {
-    sink *k = ud;
+lm_status lm_row_sink_hook(void *ud, const lm_hook_info *info, float *act) {
+    lm_row_sink *k = ud;
     size_t rows = (size_t)info->n_seq * (size_t)info->n_tok;
+    if (rows > k->cap - k->off)
+        return lm_fail(LM_ERR_RANGE, "hook %s: more rows than its buffer holds (internal error)", info->name);
     memcpy(k->buf + k->off * k->d, act, rows * k->d * sizeof(float));
     k->off += rows;
     return LM_OK;
+}
+
+lm_status lm_forward_windows(const lm_model *m, lm_state *sb, lm_state *s1, const int32_t *ids, size_t n,
+                             const lm_windows_opts *o) {
+    const size_t ctx = (size_t)o->ctx, full = n / ctx, rest = n - full * ctx;
+    lm_status st = LM_OK;
+    for (size_t w = 0; st == LM_OK && w < full + (rest > 0);) {
+        int last = w == full; /* the shorter window */
+        int nb = last ? 1 : (int)(full - w < (size_t)o->batch ? full - w : (size_t)o->batch);
+        int len = last ? (int)rest : o->ctx;
+        lm_state *s = last ? s1 : sb;
+        if (o->before) o->before(o->before_ud, w * ctx, len);
+        lm_state_reset(s);
+        st = last ? lm_forward(m, s, ids + w * ctx, len, NULL, 0)
+                  : lm_forward_batch(m, s, ids + w * ctx, nb, len, NULL, 0);
+        w += (size_t)nb;
+        size_t done = last ? n : w * ctx;
+        if (st == LM_OK && o->progress && o->progress(o->progress_ud, o->done0 + done, o->total))
+            st = lm_fail(LM_ERR_ARG, "%s: stopped", o->what);
+    }
+    return st;
 }
 
 /* The identity of a job: a resumed run must match it exactly. */
@@ -107,20 +124,21 @@ lm_status lm_harvest(const lm_model *m, const int32_t *ids, size_t n, const lm_h
     lm_status st = read_progress(out_dir, job, &done);
     if (st == LM_OK && done > n_shards) st = lm_fail(LM_ERR_FORMAT, "%s/manifest.json: more shards done than planned", out_dir);
     size_t d = (size_t)m->cfg.dim;
-    sink *sinks = calloc((size_t)o->n_hooks, sizeof *sinks);
+    lm_row_sink *sinks = calloc((size_t)o->n_hooks, sizeof *sinks);
     int32_t *pos = lm_malloc(shard, sizeof(int32_t));
     lm_state *s = NULL, *s1 = NULL;
     if (st == LM_OK && (!sinks || !pos)) st = lm_fail(LM_ERR_NOMEM, "activations: out of memory");
     for (int i = 0; st == LM_OK && i < o->n_hooks; i++) {
         sinks[i].d = d;
+        sinks[i].cap = shard;
         sinks[i].buf = lm_malloc(shard * d, sizeof(float));
         if (!sinks[i].buf) st = lm_fail(LM_ERR_NOMEM, "activations: out of memory for a %zu-token shard", shard);
     }
     if (st == LM_OK) st = lm_state_new_batch(m, ctx, batch * ctx, batch, &s);
     if (st == LM_OK) st = lm_state_new(m, ctx, ctx, &s1);
     for (int i = 0; st == LM_OK && i < o->n_hooks; i++) {
-        st = lm_state_add_hook(s, o->hooks[i], sink_hook, &sinks[i]);
-        if (st == LM_OK) st = lm_state_add_hook(s1, o->hooks[i], sink_hook, &sinks[i]);
+        st = lm_state_add_hook(s, o->hooks[i], lm_row_sink_hook, &sinks[i]);
+        if (st == LM_OK) st = lm_state_add_hook(s1, o->hooks[i], lm_row_sink_hook, &sinks[i]);
     }
     if (st == LM_OK && done == 0) st = write_manifest(out_dir, job, 0, n_shards);
     res->n_shards_skipped = done;
@@ -128,19 +146,8 @@ lm_status lm_harvest(const lm_model *m, const int32_t *ids, size_t n, const lm_h
     for (size_t k = done; st == LM_OK && k < n_shards; k++) {
         size_t start = k * shard, len = n - start < shard ? n - start : shard;
         for (int i = 0; i < o->n_hooks; i++) sinks[i].off = 0;
-        size_t w = 0, full = len / (size_t)ctx;
-        while (st == LM_OK && w < full) {
-            int nb = (int)(full - w < (size_t)batch ? full - w : (size_t)batch);
-            lm_state_reset(s);
-            st = lm_forward_batch(m, s, ids + start + w * (size_t)ctx, nb, ctx, NULL, 0);
-            w += (size_t)nb;
-            if (cb && cb(ud, start + w * (size_t)ctx, n)) st = lm_fail(LM_ERR_ARG, "activations: stopped");
-        }
-        size_t rest = len - full * (size_t)ctx;
-        if (st == LM_OK && rest > 0) {
-            lm_state_reset(s1);
-            st = lm_forward(m, s1, ids + start + full * (size_t)ctx, (int)rest, NULL, 0);
-        }
+        lm_windows_opts wo = {ctx, batch, NULL, NULL, cb, ud, start, n, "activations"};
+        st = lm_forward_windows(m, s, s1, ids + start, len, &wo);
         if (st != LM_OK) break;
         for (size_t t = 0; t < len; t++) pos[t] = (int32_t)(t % (size_t)ctx);
         lm_st_spec *specs = calloc((size_t)o->n_hooks + 2, sizeof *specs);
